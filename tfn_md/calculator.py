@@ -1,0 +1,97 @@
+"""ASE calculator for TFN potentials (written in the manner of ase/calculators/lj.py).
+
+    atoms.calc = TFNCalculator("ethanol-gfn2")          # shipped name
+    atoms.calc = TFNCalculator("my.pt", device="cuda")  # checkpoint path
+    atoms.calc = TFNCalculator(model, dtype=torch.float64)
+
+Results (ASE units and names): ``energy`` = ``free_energy`` (eV), ``energies``
+(eV per atom, summing to the energy), ``forces`` (eV/A), ``stress`` (eV/A^3,
+Voigt xx yy zz yz xz xy; fully periodic cells only) and ``vectors`` (the
+model's per-atom l = 1 readout [n_atoms, 3], read with
+``atoms.calc.get_property("vectors", atoms)``). Forces and stress come from
+one autograd pass. The calculator keeps its own dtype and device and never
+touches torch's global state.
+"""
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+
+from . import keys
+from .graph import atoms_to_graph
+from .io import load_potential
+from .model import TFN
+from .response import compute_response, full_3x3_to_voigt
+
+__all__ = ["TFNCalculator"]
+
+
+class TFNCalculator(Calculator):
+    """ASE Calculator around a :class:`tfn_md.TFN`.
+
+    Args:
+        potential: checkpoint path, shipped potential name, or a TFN model.
+        device: torch device ("cpu", "cuda", ...).
+        dtype: torch.float32 / torch.float64 (or their names); None keeps the model's.
+    """
+
+    implemented_properties = [
+        keys.ENERGY,
+        keys.FREE_ENERGY,
+        keys.ENERGIES,
+        keys.FORCES,
+        keys.STRESS,
+        keys.VECTORS,
+    ]
+    default_parameters: dict = {}
+    nolabel = True
+
+    def __init__(self, potential, device: str = "cpu", dtype=None, **kwargs):
+        Calculator.__init__(self, **kwargs)
+        model = potential if isinstance(potential, TFN) else load_potential(potential)
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        self.device = torch.device(device)
+        self.dtype = dtype or model.e0.dtype
+        # a private copy: converting it never changes the caller's model
+        if isinstance(potential, TFN):
+            model = type(model)(**model.config_dict()).to(self.dtype)
+            model.load_state_dict(potential.state_dict())
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def calculate(self, atoms=None, properties=(keys.ENERGY,), system_changes=all_changes):
+        Calculator.calculate(self, atoms, properties, system_changes)
+        atoms = self.atoms
+        periodic = bool(atoms.pbc.all())
+        if keys.STRESS in properties and not periodic:
+            raise PropertyNotImplementedError(
+                f"stress needs a fully periodic cell; this system has pbc={atoms.pbc.tolist()}"
+            )
+        n = len(atoms)
+        if n == 0:
+            self.results = {
+                keys.ENERGY: 0.0,
+                keys.FREE_ENERGY: 0.0,
+                keys.ENERGIES: np.zeros(0),
+                keys.FORCES: np.zeros((0, 3)),
+                keys.VECTORS: np.zeros((0, 3)),
+            }
+            if periodic:
+                self.results[keys.STRESS] = np.zeros(6)
+            return
+        graph = atoms_to_graph(atoms, self.model.cutoff, dtype=self.dtype, device=self.device)
+        out = compute_response(self.model, graph, forces=True, stress=periodic)
+        energy = float(out[keys.ENERGY].sum().item())
+        self.results = {
+            keys.ENERGY: energy,
+            keys.FREE_ENERGY: energy,
+            keys.ENERGIES: out[keys.ENERGIES].detach().cpu().double().numpy(),
+            keys.FORCES: out[keys.FORCES].detach().cpu().double().numpy(),
+        }
+        if keys.VECTORS in out:
+            self.results[keys.VECTORS] = out[keys.VECTORS].detach().cpu().double().numpy()
+        if periodic:
+            stress = full_3x3_to_voigt(out[keys.STRESS][0])
+            self.results[keys.STRESS] = stress.detach().cpu().double().numpy()

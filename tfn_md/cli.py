@@ -1,0 +1,31 @@
+"""The ``tfn-md`` command. Thin: each subcommand parses arguments and calls library code."""
+
+import argparse
+import sys
+
+from . import __version__
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfn-md",
+        description="Tensor Field Network potentials for ASE: datasets, training, MD.",
+    )
+    parser.add_argument("--version", action="version", version=f"tfn_md {__version__}")
+    parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The graph the model sees, and the neighbour list that builds it.
+
+A :class:`Graph` is a batch of structures, atoms concatenated:
+
+* ``numbers``    [n_atoms] int64 atomic numbers
+* ``positions``  [n_atoms, 3] Angstrom
+* ``cell``       [n_graphs, 3, 3] rows are cell vectors (zeros without a cell)
+* ``batch``      [n_atoms] int64 structure index of each atom
+* ``edge_index`` [2, n_edges] int64, row 0 the centre atom i, row 1 its neighbour j
+* ``shifts``     [n_edges, 3] integer cell shifts S (stored in the float dtype)
+
+The edge vector r_ij = x_j - x_i + S_ij · cell is *not* stored: the model
+recomputes it from positions and cell, so autograd sees forces and stress.
+The neighbour list knows nothing about the model; it is :mod:`vesin`'s
+(triclinic cells, cells smaller than twice the cutoff, mixed pbc, no cell).
+"""
+
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+from ase import Atoms
+from torch import Tensor
+
+__all__ = ["Graph", "neighbour_list", "all_pairs", "atoms_to_graph", "collate", "check_atoms"]
+
+MIN_DISTANCE = 1e-6  # Angstrom: closer pairs are an input error
+
+
+@dataclass
+class Graph:
+    numbers: Tensor
+    positions: Tensor
+    cell: Tensor
+    batch: Tensor
+    edge_index: Tensor
+    shifts: Tensor
+    n_graphs: int = 1
+
+    def to(self, device=None, dtype=None) -> "Graph":
+        """Move to ``device``; floating tensors also to ``dtype``."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Tensor):
+                v = v.to(device=device, dtype=dtype if v.is_floating_point() else None)
+            out[f.name] = v
+        return replace(self, **out)
+
+    @property
+    def n_atoms(self) -> int:
+        return self.numbers.shape[0]
+
+
+def check_atoms(atoms: Atoms) -> None:
+    """Raise ``ValueError`` naming the problem for positions or cells a model cannot use."""
+    pos = atoms.positions
+    if not np.all(np.isfinite(pos)):
+        bad = np.flatnonzero(~np.isfinite(pos).all(axis=1))
+        raise ValueError(f"positions contain NaN or infinite values (atoms {bad[:10].tolist()})")
+    cell = atoms.cell.array
+    if not np.all(np.isfinite(cell)):
+        raise ValueError("cell contains NaN or infinite values")
+    if atoms.pbc.any():
+        lengths = np.linalg.norm(cell, axis=1)
+        periodic_vectors = cell[atoms.pbc]
+        if np.any(lengths[atoms.pbc] < 1e-8) or np.linalg.matrix_rank(
+            periodic_vectors, tol=1e-8
+        ) < len(periodic_vectors):
+            raise ValueError(
+                f"pbc={atoms.pbc.tolist()} but the cell is singular along a periodic "
+                f"direction: cell={cell.tolist()}"
+            )
+
+
+def neighbour_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, S) for all pairs with |x_j - x_i + S · cell| < cutoff, i != j or S != 0.
+
+    Shapes [n_edges], [n_edges], [n_edges, 3]. Raises ``ValueError`` for two atoms
+    closer than 1e-6 A.
+    """
+    from vesin import NeighborList
+
+    check_atoms(atoms)
+    if len(atoms) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3), np.int64)
+    box = atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
+    nl = NeighborList(cutoff=cutoff, full_list=True)
+    i, j, s, d = nl.compute(atoms.positions, box, atoms.pbc, quantities="ijSd")
+    if len(d) and d.min() < MIN_DISTANCE:
+        k = int(np.argmin(d))
+        raise ValueError(
+            f"atoms {i[k]} and {j[k]} are {d[k]:.3g} A apart (closer than {MIN_DISTANCE} A): "
+            "overlapping atoms"
+        )
+    return i.astype(np.int64), j.astype(np.int64), s.astype(np.int64)
+
+
+def all_pairs(n_atoms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every ordered pair (i, j), the self-pair i = j included (the paper's tasks)."""
+    i, j = np.meshgrid(np.arange(n_atoms), np.arange(n_atoms), indexing="ij")
+    return i.ravel(), j.ravel(), np.zeros((n_atoms * n_atoms, 3), np.int64)
+
+
+def atoms_to_graph(
+    atoms: Atoms,
+    cutoff: float | None,
+    dtype: torch.dtype = torch.float64,
+    device=None,
+) -> Graph:
+    """One structure -> a :class:`Graph`; ``cutoff=None`` connects all pairs (self included)."""
+    if cutoff is None:
+        check_atoms(atoms)
+        i, j, s = all_pairs(len(atoms))
+    else:
+        i, j, s = neighbour_list(atoms, cutoff)
+    return Graph(
+        numbers=torch.as_tensor(atoms.numbers, dtype=torch.int64, device=device),
+        positions=torch.as_tensor(atoms.positions, dtype=dtype, device=device),
+        cell=torch.as_tensor(atoms.cell.array, dtype=dtype, device=device)[None],
+        batch=torch.zeros(len(atoms), dtype=torch.int64, device=device),
+        edge_index=torch.as_tensor(np.stack([i, j]), dtype=torch.int64, device=device),
+        shifts=torch.as_tensor(s, dtype=dtype, device=device),
+        n_graphs=1,
+    )
+
+
+def collate(graphs: list[Graph]) -> Graph:
+    """Concatenate graphs into one batch (atom indices offset, batch index assigned)."""
+    offsets = np.cumsum([0] + [g.n_atoms for g in graphs[:-1]])
+    graph_offsets = np.cumsum([0] + [g.n_graphs for g in graphs[:-1]])
+    return Graph(
+        numbers=torch.cat([g.numbers for g in graphs]),
+        positions=torch.cat([g.positions for g in graphs]),
+        cell=torch.cat([g.cell for g in graphs]),
+        batch=torch.cat([g.batch + int(o) for g, o in zip(graphs, graph_offsets)]),
+        edge_index=torch.cat([g.edge_index + int(o) for g, o in zip(graphs, offsets)], dim=1),
+        shifts=torch.cat([g.shifts for g in graphs]),
+        n_graphs=sum(g.n_graphs for g in graphs),
+    )

@@ -1,0 +1,168 @@
+"""The TFN potential: species embedding -> TFN layers -> per-atom readouts.
+
+    x^(0)      = embedding(Z)                                     [n, c, 1]
+    x^(k+1)    = x^(k) + NL(SelfInteraction(concat_p Conv_p(x^(k))))   [n, c, (l+1)^2]
+    E_i        = w_E · x^(last)_{l=0}                             [n]
+    v_i        = w_v · x^(last)_{l=1}  (as Cartesian x, y, z)     [n, 3]
+    E          = sum_i (scale * E_i + shift + E0[Z_i])            [n_graphs]
+
+Every stage is equivariant (see :mod:`tfn_md.nn.convolution`), so E is
+invariant and v rotates as a vector under rotations of the input. Build a
+model in one line, e.g. ``TFN(species=["H", "C", "O"], channels=32, l_max=2,
+layers=2, cutoff=5.0)``; its dtype follows ``.to(dtype)``.
+"""
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from ase.data import atomic_numbers, chemical_symbols
+from torch import Tensor, nn
+
+from . import keys
+from .graph import Graph
+from .nn import (
+    BesselBasis,
+    GaussianBasis,
+    NormNonlinearity,
+    SelfInteraction,
+    TFNConvolution,
+    polynomial_envelope,
+)
+from .so3 import spherical_harmonics
+
+__all__ = ["TFN", "TFNConfig"]
+
+# real basis (y, z, x) of l = 1 -> Cartesian (x, y, z)
+L1_TO_XYZ = [2, 0, 1]
+
+
+@dataclass
+class TFNConfig:
+    """Hyperparameters of :class:`TFN` (JSON-able; stored in every checkpoint).
+
+    cutoff: neighbour cutoff in A, or None for the paper's all-pairs graph
+      (self-pair included; use with ``basis="gaussian"``).
+    basis: "bessel" (with the smooth polynomial envelope) or "gaussian" (paper).
+    readout_l_max: highest order kept by the last layer (1 for energy + vectors).
+    """
+
+    species: list[str]
+    channels: int = 32
+    l_max: int = 2
+    layers: int = 2
+    cutoff: float | None = 5.0
+    n_basis: int = 8
+    basis: str = "bessel"
+    radial_hidden: int = 64
+    envelope_p: int = 6
+    avg_num_neighbors: float = 1.0
+    residual: bool = True
+    readout_l_max: int = 1
+    gaussian_range: list[float] = field(default_factory=lambda: [0.0, 5.0])
+
+    def __post_init__(self):
+        unknown = [s for s in self.species if s not in atomic_numbers]
+        if unknown:
+            raise ValueError(f"unknown element symbols in species: {unknown}")
+        if self.cutoff is None and self.basis == "bessel":
+            raise ValueError("the Bessel basis needs a cutoff; use basis='gaussian' for all pairs")
+        if self.basis not in ("bessel", "gaussian"):
+            raise ValueError(f"basis must be 'bessel' or 'gaussian', got {self.basis!r}")
+
+
+class TFN(nn.Module):
+    """Tensor Field Network potential. See the module docstring and :class:`TFNConfig`."""
+
+    def __init__(self, species: list[str], **kwargs):
+        super().__init__()
+        cfg = self.config = TFNConfig(species=list(species), **kwargs)
+        n_species, c = len(cfg.species), cfg.channels
+        z_to_index = torch.full((len(chemical_symbols),), -1, dtype=torch.long)
+        for k, s in enumerate(cfg.species):
+            z_to_index[atomic_numbers[s]] = k
+        self.register_buffer("z_to_index", z_to_index, persistent=False)
+        self.embedding = nn.Linear(n_species, c, bias=False)
+        if cfg.basis == "bessel":
+            self.basis = BesselBasis(cfg.n_basis, cfg.cutoff)
+        else:
+            self.basis = GaussianBasis(cfg.n_basis, *cfg.gaussian_range)
+        self.convolutions = nn.ModuleList()
+        self.self_interactions = nn.ModuleList()
+        self.nonlinearities = nn.ModuleList()
+        l_in = 0
+        for k in range(cfg.layers):
+            l_out = cfg.l_max if k < cfg.layers - 1 else min(cfg.l_max, cfg.readout_l_max)
+            conv = TFNConvolution(
+                c, l_in, cfg.l_max, l_out, cfg.n_basis, cfg.radial_hidden, cfg.avg_num_neighbors
+            )
+            self.convolutions.append(conv)
+            self.self_interactions.append(SelfInteraction(conv.out_channels, c))
+            self.nonlinearities.append(NormNonlinearity(c, l_out))
+            l_in = l_out
+        self.l_last = l_in
+        self.energy_readout = nn.Linear(c, 1, bias=False)
+        self.vector_readout = nn.Linear(c, 1, bias=False) if self.l_last >= 1 else None
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.register_buffer("shift", torch.tensor(0.0))
+        self.register_buffer("e0", torch.zeros(n_species))
+
+    @property
+    def species(self) -> list[str]:
+        return self.config.species
+
+    @property
+    def cutoff(self) -> float | None:
+        return self.config.cutoff
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)
+
+    def species_index(self, numbers: Tensor) -> Tensor:
+        """Atomic numbers [n] -> model species indices [n]; unknown elements raise ValueError."""
+        if numbers.numel() and (numbers.min() < 1 or numbers.max() >= len(chemical_symbols)):
+            raise ValueError(f"invalid atomic numbers {numbers.unique().tolist()}")
+        idx = self.z_to_index[numbers]
+        if (idx < 0).any():
+            bad = sorted({chemical_symbols[z] for z in numbers[idx < 0].tolist()})
+            raise ValueError(
+                f"element(s) {bad} not known to this model (species: {self.config.species})"
+            )
+        return idx
+
+    def edge_vectors(self, graph: Graph) -> Tensor:
+        """r_ij = x_j - x_i + S_ij · cell  [E, 3]."""
+        i, j = graph.edge_index
+        cell_i = graph.cell[graph.batch[i]]  # [E, 3, 3]
+        offset = torch.einsum("ek,ekl->el", graph.shifts, cell_i)
+        return graph.positions[j] - graph.positions[i] + offset
+
+    def forward(self, graph: Graph) -> dict[str, Tensor]:
+        """Per-atom energies [n], total energy [n_graphs], per-atom vectors [n, 3]."""
+        cfg = self.config
+        species = self.species_index(graph.numbers)
+        dtype = self.e0.dtype
+        onehot = nn.functional.one_hot(species, len(cfg.species)).to(dtype)  # [n, S]
+        x = self.embedding(onehot)[:, :, None]  # [n, c, 1]
+        vec = self.edge_vectors(graph)  # [E, 3]
+        length = torch.linalg.vector_norm(vec, dim=-1)  # [E]
+        sh = spherical_harmonics(vec, cfg.l_max)  # [E, (l_max+1)^2]
+        basis = self.basis(length)  # [E, n_basis]
+        envelope = (
+            polynomial_envelope(length, cfg.cutoff, cfg.envelope_p)
+            if cfg.basis == "bessel"
+            else None
+        )
+        for conv, si, nl in zip(self.convolutions, self.self_interactions, self.nonlinearities):
+            h = nl(si(conv(x, sh, basis, envelope, graph.edge_index)))  # [n, c, D_out]
+            if cfg.residual:
+                d = min(x.shape[-1], h.shape[-1])
+                h = torch.cat([h[..., :d] + x[..., :d], h[..., d:]], dim=-1)
+            x = h
+        e_atom = self.energy_readout(x[..., 0]).squeeze(-1)  # [n]
+        energies = self.scale * e_atom + self.shift + self.e0[species]  # [n]
+        energy = energies.new_zeros(graph.n_graphs).index_add_(0, graph.batch, energies)
+        out = {keys.ENERGIES: energies, keys.ENERGY: energy}
+        if self.vector_readout is not None:
+            v = self.vector_readout(x[..., 1:4].transpose(1, 2)).squeeze(-1)  # [n, 3] in (y, z, x)
+            out[keys.VECTORS] = v[:, L1_TO_XYZ]
+        return out

@@ -1,0 +1,58 @@
+"""Forces and stress by autograd, in one pass (design note 6).
+
+    F_i   = -dE/dx_i                                   [n_atoms, 3]  eV/A
+    sigma = (1/V) dE/d(eps),  x -> x (1 + eps), cell -> cell (1 + eps),
+            eps symmetric, at eps = 0                  [n_graphs, 3, 3]  eV/A^3
+
+This is ASE's sign convention (``atoms.get_stress()``, positive under tension).
+``training=True`` keeps the graph (create_graph) so force losses can be trained.
+"""
+
+from dataclasses import replace
+
+import torch
+from torch import Tensor, nn
+
+from . import keys
+from .graph import Graph
+
+__all__ = ["compute_response", "full_3x3_to_voigt"]
+
+
+def full_3x3_to_voigt(stress: Tensor) -> Tensor:
+    """[..., 3, 3] -> [..., 6] in ASE order (xx, yy, zz, yz, xz, xy)."""
+    idx0 = [0, 1, 2, 1, 0, 0]
+    idx1 = [0, 1, 2, 2, 2, 1]
+    return stress[..., idx0, idx1]
+
+
+def compute_response(
+    model: nn.Module,
+    graph: Graph,
+    forces: bool = True,
+    stress: bool = False,
+    training: bool = False,
+) -> dict[str, Tensor]:
+    """Run ``model`` on ``graph`` and add ``forces`` and (3x3) ``stress`` from dE/dx, dE/deps."""
+    positions = graph.positions.detach().requires_grad_(forces or stress)
+    cell = graph.cell.detach()
+    inputs = [positions]
+    if stress:
+        strain = torch.zeros_like(cell).requires_grad_(True)  # [n_graphs, 3, 3]
+        sym = 0.5 * (strain + strain.transpose(1, 2))
+        positions = positions + torch.einsum("ni,nij->nj", positions, sym[graph.batch])
+        cell = cell + torch.bmm(cell, sym)
+        inputs.append(strain)
+    out = model(replace(graph, positions=positions, cell=cell))
+    if not (forces or stress):
+        return out
+    grads = torch.autograd.grad(
+        out[keys.ENERGY].sum(), inputs, create_graph=training, allow_unused=True
+    )
+    grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
+    if forces:
+        out[keys.FORCES] = -grads[0]
+    if stress:
+        volume = torch.linalg.det(graph.cell).abs()  # [n_graphs]
+        out[keys.STRESS] = grads[1] / volume[:, None, None]
+    return out
