@@ -6,6 +6,9 @@
     v_i        = w_v · x^(last)_{l=1}  (as Cartesian x, y, z)     [n, 3]
     E          = sum_i (scale * E_i + shift + E0[Z_i])            [n_graphs]
 
+E_i is measured from the readout of the same species without neighbours, so an
+isolated atom has E = shift + E0[Z] exactly (E0 are isolated-atom energies).
+
 Every stage is equivariant (see :mod:`tfn_md.nn.convolution`), so E is
 invariant and v rotates as a vector under rotations of the input. Build a
 model in one line, e.g. ``TFN(species=["H", "C", "O"], channels=32, l_max=2,
@@ -28,7 +31,7 @@ from .nn import (
     TFNConvolution,
     polynomial_envelope,
 )
-from .so3 import spherical_harmonics
+from .so3 import sh_dim, spherical_harmonics
 
 __all__ = ["TFN", "TFNConfig"]
 
@@ -136,6 +139,27 @@ class TFN(nn.Module):
         offset = torch.einsum("ek,ekl->el", graph.shifts, cell_i)
         return graph.positions[j] - graph.positions[i] + offset
 
+    def _interactions(self, x: Tensor, sh, basis, envelope, edge_index: Tensor) -> Tensor:
+        """The TFN layers: [n, c, 1] species features -> [n, c, (l_last+1)^2]."""
+        for conv, si, nl in zip(self.convolutions, self.self_interactions, self.nonlinearities):
+            h = nl(si(conv(x, sh, basis, envelope, edge_index)))  # [n, c, D_out]
+            if self.config.residual:
+                d = min(x.shape[-1], h.shape[-1])
+                h = torch.cat([h[..., :d] + x[..., :d], h[..., d:]], dim=-1)
+            x = h
+        return x
+
+    def isolated_atom_energies(self) -> Tensor:
+        """Readout of an atom with no neighbours, per species [n_species] (subtracted, so a
+        lone atom's energy is exactly shift + E0[Z])."""
+        n_species = len(self.config.species)
+        dtype = self.e0.dtype
+        x = self.embedding(torch.eye(n_species, dtype=dtype, device=self.e0.device))[:, :, None]
+        none = torch.zeros(2, 0, dtype=torch.long, device=x.device)
+        empty = x.new_zeros(0, sh_dim(self.config.l_max))
+        x = self._interactions(x, empty, x.new_zeros(0, self.basis.n), x.new_zeros(0), none)
+        return self.energy_readout(x[..., 0]).squeeze(-1)
+
     def forward(self, graph: Graph) -> dict[str, Tensor]:
         """Per-atom energies [n], total energy [n_graphs], per-atom vectors [n, 3]."""
         cfg = self.config
@@ -152,13 +176,9 @@ class TFN(nn.Module):
             if cfg.basis == "bessel"
             else None
         )
-        for conv, si, nl in zip(self.convolutions, self.self_interactions, self.nonlinearities):
-            h = nl(si(conv(x, sh, basis, envelope, graph.edge_index)))  # [n, c, D_out]
-            if cfg.residual:
-                d = min(x.shape[-1], h.shape[-1])
-                h = torch.cat([h[..., :d] + x[..., :d], h[..., d:]], dim=-1)
-            x = h
+        x = self._interactions(x, sh, basis, envelope, graph.edge_index)
         e_atom = self.energy_readout(x[..., 0]).squeeze(-1)  # [n]
+        e_atom = e_atom - self.isolated_atom_energies()[species]
         energies = self.scale * e_atom + self.shift + self.e0[species]  # [n]
         energy = energies.new_zeros(graph.n_graphs).index_add_(0, graph.batch, energies)
         out = {keys.ENERGIES: energies, keys.ENERGY: energy}

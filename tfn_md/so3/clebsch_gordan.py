@@ -6,7 +6,7 @@ C^{l1 l2 l3} is the tensor [2l1+1, 2l2+1, 2l3+1] that couples l1 ⊗ l2 -> l3:
 
 for every rotation (the intertwining property). It is non-zero exactly when
 |l1 - l2| <= l3 <= l1 + l2 and unique up to a scalar; it is computed as the
-null space of sum_k (J_k ⊗ 1 ⊗ 1 + 1 ⊗ J_k ⊗ 1 + 1 ⊗ 1 ⊗ J_k) (the tensor
+common null space of G_k = J_k ⊗ 1 ⊗ 1 + 1 ⊗ J_k ⊗ 1 + 1 ⊗ 1 ⊗ J_k (the tensor
 invariant under D_l1 ⊗ D_l2 ⊗ D_l3, which for real orthogonal D is the
 intertwiner), normalised to unit Frobenius norm (as e3nn's ``wigner_3j``), with
 the sign fixed so that its first entry larger than 1e-6 in magnitude is positive.
@@ -36,10 +36,13 @@ def _cg_f64(l1: int, l2: int, l3: int) -> Tensor:
         + torch.kron(torch.kron(i1, i2), g3[k])
         for k in range(3)
     ]
-    _, s, vh = torch.linalg.svd(torch.cat(rows), full_matrices=False)
-    c = vh[-1]
-    if (len(s) > 1 and s[-2] < 1e-6) or s[-1] > 1e-9:
-        raise RuntimeError(f"CG null space for ({l1},{l2},{l3}) is not one-dimensional: {s[-2:]}")
+    # null space of the stacked generators = kernel of the PSD Casimir sum_k G_k^T G_k
+    # (eigh is robust to the heavily repeated spectrum, where SVD may not converge)
+    casimir = sum(g.T @ g for g in rows)
+    evals, evecs = torch.linalg.eigh(casimir)
+    c = evecs[:, 0]
+    if (len(evals) > 1 and evals[1] < 1e-6) or abs(evals[0]) > 1e-9:
+        raise RuntimeError(f"CG null space of ({l1},{l2},{l3}) is not one-dimensional: {evals[:2]}")
     c = torch.where(c.abs() < 1e-13, torch.zeros_like(c), c)
     first = c[c.abs() > 1e-6][0]
     c = c * torch.sign(first) / c.norm()
