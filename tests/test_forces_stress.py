@@ -1,6 +1,7 @@
 """Forces and stress against finite differences; sum rules; smoothness at the cutoff."""
 
 import numpy as np
+import pytest
 import torch
 from ase import Atoms
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
@@ -10,10 +11,11 @@ from tfn_md import TFNCalculator
 from .conftest import ethanol, make_model, triclinic_cu
 
 
-def test_forces_match_finite_differences():
+@pytest.mark.parametrize("zbl", [False, True])
+def test_forces_match_finite_differences(zbl):
     atoms = ethanol()
     atoms.rattle(0.1, seed=2)
-    atoms.calc = TFNCalculator(make_model())
+    atoms.calc = TFNCalculator(make_model(zbl=zbl))
     forces = atoms.get_forces()
     numerical = calculate_numerical_forces(atoms, eps=1e-4)
     assert np.abs(forces).max() > 0.05

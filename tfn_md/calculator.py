@@ -13,6 +13,8 @@ one autograd pass. The calculator keeps its own dtype and device and never
 touches torch's global state.
 """
 
+import copy
+
 import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
@@ -53,10 +55,8 @@ class TFNCalculator(Calculator):
             dtype = getattr(torch, dtype)
         self.device = torch.device(device)
         self.dtype = dtype or model.e0.dtype
-        # a private copy: converting it never changes the caller's model
         if isinstance(potential, TFN):
-            model = type(model)(**model.config_dict()).to(self.dtype)
-            model.load_state_dict(potential.state_dict())
+            model = copy.deepcopy(potential)  # converting it never changes the caller's model
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)

@@ -106,7 +106,8 @@ def load_potential(name_or_path: str | os.PathLike, device="cpu") -> TFN:
     ckpt = read_checkpoint(name_or_path)
     if ckpt.get("model") != "TFN":
         raise CheckpointError(f"unknown model class {ckpt.get('model')!r} in {name_or_path}")
-    model = TFN(**json.loads(ckpt["config"]))
+    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten anyway
+        model = TFN(**json.loads(ckpt["config"]))
     model = model.to(getattr(torch, ckpt["dtype"]))
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval()

@@ -4,7 +4,7 @@
     x^(k+1)    = x^(k) + NL(SelfInteraction(concat_p Conv_p(x^(k))))   [n, c, (l+1)^2]
     E_i        = w_E · x^(last)_{l=0}                             [n]
     v_i        = w_v · x^(last)_{l=1}  (as Cartesian x, y, z)     [n, 3]
-    E          = sum_i (scale * E_i + shift + E0[Z_i])            [n_graphs]
+    E          = sum_i (scale * E_i + shift + E0[Z_i])  (+ ZBL pairs if zbl)  [n_graphs]
 
 E_i is measured from the readout of the same species without neighbours, so an
 isolated atom has E = shift + E0[Z] exactly (E0 are isolated-atom energies).
@@ -31,6 +31,7 @@ from .nn import (
     TFNConvolution,
     polynomial_envelope,
 )
+from .nn.repulsion import zbl_pair_energy
 from .so3 import sh_dim, spherical_harmonics
 
 __all__ = ["TFN", "TFNConfig"]
@@ -47,6 +48,8 @@ class TFNConfig:
       (self-pair included; use with ``basis="gaussian"``).
     basis: "bessel" (with the smooth polynomial envelope) or "gaussian" (paper).
     readout_l_max: highest order kept by the last layer (1 for energy + vectors).
+    zbl: add the ZBL screened nuclear repulsion inside covalent distances (a prior
+      against atomic collapse; see :mod:`tfn_md.nn.repulsion`).
     """
 
     species: list[str]
@@ -62,6 +65,7 @@ class TFNConfig:
     residual: bool = True
     readout_l_max: int = 1
     gaussian_range: list[float] = field(default_factory=lambda: [0.0, 5.0])
+    zbl: bool = False
 
     def __post_init__(self):
         unknown = [s for s in self.species if s not in atomic_numbers]
@@ -69,6 +73,8 @@ class TFNConfig:
             raise ValueError(f"unknown element symbols in species: {unknown}")
         if self.cutoff is None and self.basis == "bessel":
             raise ValueError("the Bessel basis needs a cutoff; use basis='gaussian' for all pairs")
+        if self.zbl and self.cutoff is None:
+            raise ValueError("zbl=True needs a cutoff")
         if self.basis not in ("bessel", "gaussian"):
             raise ValueError(f"basis must be 'bessel' or 'gaussian', got {self.basis!r}")
 
@@ -180,6 +186,10 @@ class TFN(nn.Module):
         e_atom = self.energy_readout(x[..., 0]).squeeze(-1)  # [n]
         e_atom = e_atom - self.isolated_atom_energies()[species]
         energies = self.scale * e_atom + self.shift + self.e0[species]  # [n]
+        if cfg.zbl:
+            i, j = graph.edge_index
+            pair = zbl_pair_energy(graph.numbers[i], graph.numbers[j], length)  # [E]
+            energies = energies.index_add(0, i, pair)
         energy = energies.new_zeros(graph.n_graphs).index_add_(0, graph.batch, energies)
         out = {keys.ENERGIES: energies, keys.ENERGY: energy}
         if self.vector_readout is not None:
