@@ -7,6 +7,8 @@ import torch
 
 from tfn_md.so3 import (
     clebsch_gordan,
+    l2_to_matrix,
+    matrix_to_l2,
     random_rotation,
     sh_slice,
     so3_generators,
@@ -88,6 +90,16 @@ def test_wigner_is_a_representation(l):
 def test_wigner_l1_is_permuted_rotation():
     rot = random_rotation(dtype=F64, seed=5)
     assert (wigner_D(1, rot) - P @ rot @ P.T).abs().max() < 1e-12
+
+
+def test_l2_cartesian_map_intertwines():
+    y = torch.randn(7, 5, dtype=F64)
+    rot = random_rotation(dtype=F64, seed=11)
+    t = l2_to_matrix(y)
+    assert (t - t.transpose(1, 2)).abs().max() < 1e-14
+    assert t.diagonal(dim1=1, dim2=2).sum(-1).abs().max() < 1e-14
+    assert (l2_to_matrix(y @ wigner_D(2, rot).T) - rot @ t @ rot.T).abs().max() < 1e-12
+    assert (matrix_to_l2(t) - y).abs().max() < 1e-12
 
 
 TRIPLES = [

@@ -8,6 +8,7 @@ A :class:`Graph` is a batch of structures, atoms concatenated:
 * ``batch``      [n_atoms] int64 structure index of each atom
 * ``edge_index`` [2, n_edges] int64, row 0 the centre atom i, row 1 its neighbour j
 * ``shifts``     [n_edges, 3] integer cell shifts S (stored in the float dtype)
+* ``node_scalars`` optional [n_atoms, k] extra per-atom inputs (e.g. masses)
 
 The edge vector r_ij = x_j - x_i + S_ij · cell is *not* stored: the model
 recomputes it from positions and cell, so autograd sees forces and stress.
@@ -36,6 +37,7 @@ class Graph:
     edge_index: Tensor
     shifts: Tensor
     n_graphs: int = 1
+    node_scalars: Tensor | None = None
 
     def to(self, device=None, dtype=None) -> "Graph":
         """Move to ``device``; floating tensors also to ``dtype``."""
@@ -137,4 +139,7 @@ def collate(graphs: list[Graph]) -> Graph:
         edge_index=torch.cat([g.edge_index + int(o) for g, o in zip(graphs, offsets)], dim=1),
         shifts=torch.cat([g.shifts for g in graphs]),
         n_graphs=sum(g.n_graphs for g in graphs),
+        node_scalars=None
+        if graphs[0].node_scalars is None
+        else torch.cat([g.node_scalars for g in graphs]),
     )

@@ -12,6 +12,7 @@ ENERGIES: Final[str] = "energies"  # per-atom energies [n_atoms]
 FORCES: Final[str] = "forces"  # [n_atoms, 3] eV/A
 STRESS: Final[str] = "stress"  # ASE Voigt [6] eV/A^3 (xx, yy, zz, yz, xz, xy)
 VECTORS: Final[str] = "vectors"  # per-atom l=1 readout [n_atoms, 3]
+TENSORS: Final[str] = "tensors"  # per-atom l=0+l=2 readout, symmetric [n_atoms, 3, 3]
 DIPOLE: Final[str] = "dipole"  # per-structure vector [3]
 
 NUMBERS: Final[str] = "numbers"

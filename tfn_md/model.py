@@ -32,7 +32,7 @@ from .nn import (
     polynomial_envelope,
 )
 from .nn.repulsion import zbl_pair_energy
-from .so3 import sh_dim, spherical_harmonics
+from .so3 import l2_to_matrix, spherical_harmonics
 
 __all__ = ["TFN", "TFNConfig"]
 
@@ -48,6 +48,10 @@ class TFNConfig:
       (self-pair included; use with ``basis="gaussian"``).
     basis: "bessel" (with the smooth polynomial envelope) or "gaussian" (paper).
     readout_l_max: highest order kept by the last layer (1 for energy + vectors).
+    n_scalar_inputs: per-atom scalars (``Graph.node_scalars``, e.g. masses) fed to
+      the embedding beside the species one-hot.
+    last_nonlinearity: False leaves the last layer linear in its convolution
+      (the paper's gravity and inertia tasks have exactly linear solutions).
     zbl: add the ZBL screened nuclear repulsion inside covalent distances (a prior
       against atomic collapse; see :mod:`tfn_md.nn.repulsion`).
     """
@@ -66,6 +70,8 @@ class TFNConfig:
     readout_l_max: int = 1
     gaussian_range: list[float] = field(default_factory=lambda: [0.0, 5.0])
     zbl: bool = False
+    n_scalar_inputs: int = 0
+    last_nonlinearity: bool = True
 
     def __post_init__(self):
         unknown = [s for s in self.species if s not in atomic_numbers]
@@ -90,7 +96,7 @@ class TFN(nn.Module):
         for k, s in enumerate(cfg.species):
             z_to_index[atomic_numbers[s]] = k
         self.register_buffer("z_to_index", z_to_index, persistent=False)
-        self.embedding = nn.Linear(n_species, c, bias=False)
+        self.embedding = nn.Linear(n_species + cfg.n_scalar_inputs, c, bias=False)
         if cfg.basis == "bessel":
             self.basis = BesselBasis(cfg.n_basis, cfg.cutoff)
         else:
@@ -106,11 +112,14 @@ class TFN(nn.Module):
             )
             self.convolutions.append(conv)
             self.self_interactions.append(SelfInteraction(conv.out_channels, c))
-            self.nonlinearities.append(NormNonlinearity(c, l_out))
+            last = k == cfg.layers - 1
+            linear = last and not cfg.last_nonlinearity
+            self.nonlinearities.append(nn.Identity() if linear else NormNonlinearity(c, l_out))
             l_in = l_out
         self.l_last = l_in
         self.energy_readout = nn.Linear(c, 1, bias=False)
         self.vector_readout = nn.Linear(c, 1, bias=False) if self.l_last >= 1 else None
+        self.tensor_readout = nn.Linear(c, 2, bias=False) if self.l_last >= 2 else None
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("shift", torch.tensor(0.0))
         self.register_buffer("e0", torch.zeros(n_species))
@@ -155,24 +164,25 @@ class TFN(nn.Module):
             x = h
         return x
 
-    def isolated_atom_energies(self) -> Tensor:
-        """Readout of an atom with no neighbours, per species [n_species] (subtracted, so a
-        lone atom's energy is exactly shift + E0[Z])."""
-        n_species = len(self.config.species)
-        dtype = self.e0.dtype
-        x = self.embedding(torch.eye(n_species, dtype=dtype, device=self.e0.device))[:, :, None]
-        none = torch.zeros(2, 0, dtype=torch.long, device=x.device)
-        empty = x.new_zeros(0, sh_dim(self.config.l_max))
-        x = self._interactions(x, empty, x.new_zeros(0, self.basis.n), x.new_zeros(0), none)
-        return self.energy_readout(x[..., 0]).squeeze(-1)
-
-    def forward(self, graph: Graph) -> dict[str, Tensor]:
-        """Per-atom energies [n], total energy [n_graphs], per-atom vectors [n, 3]."""
-        cfg = self.config
+    def embed(self, graph: Graph) -> tuple[Tensor, Tensor]:
+        """Species (and optional scalar inputs) -> (features [n, c, 1], species index [n])."""
         species = self.species_index(graph.numbers)
         dtype = self.e0.dtype
-        onehot = nn.functional.one_hot(species, len(cfg.species)).to(dtype)  # [n, S]
-        x = self.embedding(onehot)[:, :, None]  # [n, c, 1]
+        attrs = nn.functional.one_hot(species, len(self.config.species)).to(dtype)  # [n, S]
+        if self.config.n_scalar_inputs:
+            if graph.node_scalars is None:
+                raise ValueError(
+                    f"this model needs {self.config.n_scalar_inputs} per-atom scalar inputs "
+                    "(Graph.node_scalars)"
+                )
+            attrs = torch.cat([attrs, graph.node_scalars.to(dtype)], dim=1)
+        return self.embedding(attrs)[:, :, None], species
+
+    def features(self, graph: Graph) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The TFN layers on ``graph``: features [n, c, (l_last+1)^2], features of the same
+        atoms without neighbours [n, c, (l_last+1)^2], species index [n], edge lengths [E]."""
+        cfg = self.config
+        x0, species = self.embed(graph)
         vec = self.edge_vectors(graph)  # [E, 3]
         length = torch.linalg.vector_norm(vec, dim=-1)  # [E]
         sh = spherical_harmonics(vec, cfg.l_max)  # [E, (l_max+1)^2]
@@ -182,9 +192,20 @@ class TFN(nn.Module):
             if cfg.basis == "bessel"
             else None
         )
-        x = self._interactions(x, sh, basis, envelope, graph.edge_index)
-        e_atom = self.energy_readout(x[..., 0]).squeeze(-1)  # [n]
-        e_atom = e_atom - self.isolated_atom_energies()[species]
+        x = self._interactions(x0, sh, basis, envelope, graph.edge_index)
+        no_edges = torch.zeros(2, 0, dtype=torch.long, device=x0.device)
+        isolated = self._interactions(
+            x0, sh[:0], basis[:0], None if envelope is None else envelope[:0], no_edges
+        )
+        return x, isolated, species, length
+
+    def forward(self, graph: Graph) -> dict[str, Tensor]:
+        """Per-atom energies [n], total energy [n_graphs], per-atom vectors [n, 3]
+        (and symmetric tensors [n, 3, 3] when the last layer keeps l = 2)."""
+        cfg = self.config
+        x, isolated, species, length = self.features(graph)
+        # energy relative to the same atom without neighbours: a lone atom has shift + E0
+        e_atom = self.energy_readout(x[..., 0] - isolated[..., 0]).squeeze(-1)  # [n]
         energies = self.scale * e_atom + self.shift + self.e0[species]  # [n]
         if cfg.zbl:
             i, j = graph.edge_index
@@ -193,6 +214,12 @@ class TFN(nn.Module):
         energy = energies.new_zeros(graph.n_graphs).index_add_(0, graph.batch, energies)
         out = {keys.ENERGIES: energies, keys.ENERGY: energy}
         if self.vector_readout is not None:
-            v = self.vector_readout(x[..., 1:4].transpose(1, 2)).squeeze(-1)  # [n, 3] in (y, z, x)
+            v = self.vector_readout(x[..., 1:4].transpose(1, 2)).squeeze(-1)  # [n, 3] (y, z, x)
             out[keys.VECTORS] = v[:, L1_TO_XYZ]
+        if self.tensor_readout is not None:
+            w0, w2 = self.tensor_readout.weight  # [c] each: separate l = 0 and l = 2 weights
+            t0 = x[..., 0] @ w0  # [n]
+            t2 = torch.einsum("ncm,c->nm", x[..., 4:9], w2)  # [n, 5]
+            eye = torch.eye(3, dtype=t0.dtype, device=t0.device)
+            out[keys.TENSORS] = t0[:, None, None] * eye + l2_to_matrix(t2)
         return out

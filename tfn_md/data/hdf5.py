@@ -112,7 +112,7 @@ class Field:
     ``per_atom`` arrays have ``A`` rows (one per atom), the others ``S`` rows
     (one per structure); ``shape`` is the trailing shape of one row, e.g.
     ``(3,)`` for forces, ``(3, 3)`` for a per-structure tensor. Strings are
-    fixed-width UTF-8 bytes (dtype ``S<n>``).
+    fixed-width UTF-8 bytes (dtype ``S<n>``), read back as ``str``.
     """
 
     name: str
@@ -121,6 +121,7 @@ class Field:
     dtype: np.dtype
     shape: tuple[int, ...] = ()
     unit: str = ""
+    python_scalar: bool = False  # 0-d values read back as int/float/bool, not numpy
 
     @property
     def path(self) -> str:
@@ -171,12 +172,15 @@ def _string_width(n: int) -> int:
     return max(16, -(-n // 16) * 16)
 
 
-def _infer_field(name: str, origin: str, value: np.ndarray, per_atom: bool, unit: str) -> Field:
+def _infer_field(
+    name: str, origin: str, raw: Any, value: np.ndarray, per_atom: bool, unit: str
+) -> Field:
     shape = value.shape[1:] if per_atom else value.shape
     dtype = value.dtype
     if dtype.kind == "S":
         dtype = np.dtype(f"S{_string_width(dtype.itemsize)}")
-    return Field(name, per_atom, origin, dtype, tuple(shape), unit)
+    python = type(raw) in (bool, int, float, complex)
+    return Field(name, per_atom, origin, dtype, tuple(shape), unit, python)
 
 
 def _merge_field(old: Field, new: Field) -> Field:
@@ -239,7 +243,7 @@ def _record_from_atoms(
     fields: dict[str, Field] = {}
     origin_of: dict[str, str] = {}
 
-    def add(name: str, origin: str, value: np.ndarray, per_atom: bool) -> None:
+    def add(name: str, origin: str, raw: Any, value: np.ndarray, per_atom: bool) -> None:
         if name in _CORE or "/" in name or not name or name in (".", ".."):
             raise ValueError(f"{origin} key {name!r} is not a usable property name")
         if name in values:
@@ -248,7 +252,7 @@ def _record_from_atoms(
             raise ValueError(f"{origin} {name!r} has shape {value.shape}, expected ({n}, ...)")
         unit = units.get(name, DEFAULT_UNITS.get(name, ""))
         values[name], origin_of[name] = value, origin
-        fields[name] = _infer_field(name, origin, value, per_atom, unit)
+        fields[name] = _infer_field(name, origin, raw, value, per_atom, unit)
 
     for name, result in _calc_results(atoms).items():
         spec = all_outputs[name].shapespec if name in all_outputs else None
@@ -261,7 +265,7 @@ def _record_from_atoms(
         expected = ((n,) if per_atom else ()) + tuple(spec[per_atom:])
         if value.shape != expected or value.dtype.kind not in "biufc":
             raise ValueError(f"calculator result {name!r} has shape {value.shape}, expected {expected}")
-        add(name, ORIGIN_CALC, value, per_atom)
+        add(name, ORIGIN_CALC, result, value, per_atom)
 
     for name in atoms.info if info_keys is None else info_keys:
         if name not in atoms.info:
@@ -272,7 +276,7 @@ def _record_from_atoms(
                 raise ValueError(f"info {name!r}: unsupported value {atoms.info[name]!r}")
             warnings.warn(f"info {name!r} skipped: not a number, string or array", stacklevel=4)
             continue
-        add(name, ORIGIN_INFO, value, False)
+        add(name, ORIGIN_INFO, atoms.info[name], value, False)
 
     for name in atoms.arrays if array_keys is None else array_keys:
         if name in (NUMBERS, POSITIONS) or name not in atoms.arrays:
@@ -283,7 +287,7 @@ def _record_from_atoms(
                 raise ValueError(f"arrays {name!r}: only numeric per-atom arrays are supported")
             warnings.warn(f"arrays {name!r} skipped: not numeric", stacklevel=4)
             continue
-        add(name, ORIGIN_ARRAYS, value, True)
+        add(name, ORIGIN_ARRAYS, None, value, True)
 
     return _Record(
         numbers=np.asarray(atoms.numbers, dtype=np.int64),
@@ -295,12 +299,12 @@ def _record_from_atoms(
     )
 
 
-def _to_python(value: np.ndarray) -> Any:
-    """0-d strings and bools as Python objects, numbers as numpy scalars."""
+def _to_python(value: np.ndarray, python_scalar: bool) -> Any:
+    """Strings as ``str``; 0-d numbers as Python or numpy scalars, as written."""
     if value.dtype.kind == "S":
         return bytes(value[()]).decode("utf-8")
     if value.ndim == 0:
-        return bool(value) if value.dtype.kind == "b" else value[()]
+        return value.item() if python_scalar else value[()]
     return value
 
 
@@ -319,9 +323,9 @@ def arrays_to_atoms(arrays: Mapping[str, np.ndarray], fields: Mapping[str, Field
             continue
         value = arrays[name]
         if field.origin == ORIGIN_CALC:
-            results[name] = _to_python(value)
+            results[name] = _to_python(value, field.python_scalar)
         elif field.origin == ORIGIN_INFO:
-            atoms.info[name] = _to_python(value)
+            atoms.info[name] = _to_python(value, field.python_scalar)
         else:
             atoms.new_array(name, value)
     if results:
@@ -432,7 +436,8 @@ def read_layout(f: h5py.File, path: PathLike) -> Layout:
             if name in fields:
                 raise DatasetError(f"{path}: property {name!r} is both per-structure and per-atom")
             unit = _attr_str(ds.attrs.get("unit", ""))
-            fields[name] = Field(name, per_atom, origin, ds.dtype, ds.shape[1:], unit)
+            python = bool(ds.attrs.get("python_scalar", False))
+            fields[name] = Field(name, per_atom, origin, ds.dtype, ds.shape[1:], unit, python)
     for core in CORE_FIELDS:
         got = fields.get(core.name)
         if got is None or got.per_atom != core.per_atom:
@@ -685,6 +690,8 @@ def _create_array(f: h5py.File, field: Field, rows: int) -> h5py.Dataset:
     )
     ds.attrs["origin"] = field.origin
     ds.attrs["unit"] = field.unit
+    if field.python_scalar:
+        ds.attrs["python_scalar"] = True
     if field.dtype.kind == "S":
         ds.attrs["encoding"] = "utf-8"
     if field.optional:
@@ -952,16 +959,15 @@ def _write_rows(ds: h5py.Dataset, start: int, stop: int, data: np.ndarray) -> No
 def _copy_rows(src: h5py.File, dst: h5py.File, fields: dict[str, Field], n: int, total: int) -> None:
     """Copy the committed rows of every field (and mask) present in ``src``."""
     for name, field in fields.items():
-        rows = total if field.per_atom else n
-        pairs = [(field.path, field.path)]
+        todo = [(field.path, total if field.per_atom else n)]
         if field.optional:
-            pairs.append((f"{MASKS}/{name}", f"{MASKS}/{name}"))
-        for a, b in pairs:
-            if a not in src:
+            todo.append((f"{MASKS}/{name}", n))
+        for key, rows in todo:
+            if key not in src:
                 continue  # a new field: left at its fill value, mask False
             for r0 in range(0, rows, _COPY_ROWS):
                 r1 = min(rows, r0 + _COPY_ROWS)
-                dst[b][r0:r1] = src[a][r0:r1].astype(dst[b].dtype)
+                dst[key][r0:r1] = src[key][r0:r1].astype(dst[key].dtype)
 
 
 def write_atoms(
