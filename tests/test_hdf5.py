@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import random
@@ -18,40 +19,33 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
+from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from tfn_md.data import DatasetError, DatasetWriter, H5Dataset, validate, write_atoms
 from tfn_md.data.hdf5 import FORMAT_VERSION, MASKS
 
-# A deterministic structure generator shared with the killed writer process.
-MAKE = textwrap.dedent(
-    """
-    import numpy as np
-    from ase import Atoms
-    from ase.calculators.singlepoint import SinglePointCalculator
 
-    def make(i):
-        rng = np.random.default_rng(i)
-        n = int(rng.integers(1, 30))
-        atoms = Atoms(
-            numbers=rng.integers(1, 10, n),
-            positions=rng.normal(size=(n, 3)) * 3.0,
-            cell=np.eye(3) * 10.0 + rng.normal(size=(3, 3)) * 0.1,
-            pbc=[i % 2 == 0, True, False],
-        )
-        atoms.info["index"] = i
-        atoms.info["tensor"] = rng.normal(size=(3, 3))
-        atoms.new_array("vec", rng.normal(size=(n, 3)))
-        results = {"energy": float(rng.normal()), "forces": rng.normal(size=(n, 3))}
-        if i % 3 == 0:
-            results["stress"] = rng.normal(size=6)
-        atoms.calc = SinglePointCalculator(atoms, **results)
-        return atoms
-    """
-)
-_ns: dict = {}
-exec(MAKE, _ns)
-make = _ns["make"]
+def make(i: int) -> Atoms:
+    """Structure ``i``, deterministic; also run by the killed writer process."""
+    rng = np.random.default_rng(i)
+    n = int(rng.integers(1, 30))
+    atoms = Atoms(
+        numbers=rng.integers(1, 10, n),
+        positions=rng.normal(size=(n, 3)) * 3.0,
+        cell=np.eye(3) * 10.0 + rng.normal(size=(3, 3)) * 0.1,
+        pbc=[i % 2 == 0, True, False],
+    )
+    atoms.info["index"] = i
+    atoms.info["tensor"] = rng.normal(size=(3, 3))
+    atoms.new_array("vec", rng.normal(size=(n, 3)))
+    if i in (5, 20, 45):  # a new key: the writer rewrites the file (copy and swap)
+        atoms.info[f"new{i}"] = float(i)
+    results = {"energy": float(rng.normal()), "forces": rng.normal(size=(n, 3))}
+    if i % 3 == 0:
+        results["stress"] = rng.normal(size=6)
+    atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms
 
 
 def assert_atoms_equal(a: Atoms, b: Atoms) -> None:
@@ -135,7 +129,7 @@ def test_missing_values_are_nan_and_masked(frames_file: tuple[list[Atoms], Path]
     assert np.isnan(ds.column("vectors")[12:]).all()  # copper's 8 atoms
     assert "stress" not in ds.get_arrays(0) and "vectors" not in ds.get_arrays(2)
     assert ds.mask("flag").tolist() == [True, False, False]
-    with pytest.raises(Exception):
+    with pytest.raises(PropertyNotImplementedError):
         ds[0].get_stress()  # no stress for water: not silently NaN
 
 
@@ -343,16 +337,57 @@ def test_second_writer_refused_reader_allowed(tmp_path: Path) -> None:
     assert len(H5Dataset(path)) == 3
 
 
-WRITER_SCRIPT = MAKE + textwrap.dedent(
-    """
+def test_reader_in_same_process_blocks_writer_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "open.h5"
+    write_atoms(path, [make(0)])
+    ds = H5Dataset(path)
+    ds[0]  # holds an HDF5 handle
+    with pytest.raises(RuntimeError, match="close the H5Dataset"):
+        DatasetWriter(path)
+    ds.close()
+    with DatasetWriter(path) as writer:
+        writer.append(make(1))
+    assert len(H5Dataset(path)) == 2
+
+
+def test_file_written_without_swmr_is_appendable(tmp_path: Path) -> None:
+    """A copy made by plain h5py (old superblock, as h5repack writes) still appends."""
+    path, plain = tmp_path / "swmr.h5", tmp_path / "plain.h5"
+    write_atoms(path, [make(i) for i in range(4)])
+    with h5py.File(path, "r") as src, h5py.File(plain, "w") as dst:
+        for key in src:
+            src.copy(src[key], dst, name=key)
+        dst.attrs.update(src.attrs)
+    assert plain.read_bytes()[8] == 0  # superblock version 0
+    assert len(H5Dataset(plain)) == 4
+    with DatasetWriter(plain) as writer:
+        writer.append(make(4))
+    ds = H5Dataset(plain)
+    for i in range(5):
+        assert_atoms_equal(make(i), ds[i])
+    validate(plain)
+
+
+WRITER_SCRIPT = (
+    textwrap.dedent(
+        """
     import sys
+    import numpy as np
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
     from tfn_md.data.hdf5 import DatasetWriter
+    """
+    )
+    + inspect.getsource(make)
+    + textwrap.dedent(
+        """
 
     with DatasetWriter(sys.argv[1], append=False) as writer:
         for i in range(10**6):
             writer.append(make(i))
             print(i + 1, flush=True)
     """
+    )
 )
 
 
@@ -383,6 +418,7 @@ def _kill_trial(path: Path, rng: random.Random) -> int:
     validate(path)
     # the killed file can be reopened and appended to
     n = len(ds)
+    ds.close()
     with DatasetWriter(path) as writer:
         assert len(writer) == n
         writer.append(make(n))

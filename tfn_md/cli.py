@@ -14,7 +14,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tensor Field Network potentials for ASE: datasets, training, MD.",
     )
     parser.add_argument("--version", action="version", version=f"tfn_md {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from .tasks.cli import add_paper_parser
+    from .train.cli import add_train_parsers
+
+    add_train_parsers(subparsers)
+    add_paper_parser(subparsers)
     return parser
 
 

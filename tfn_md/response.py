@@ -54,5 +54,7 @@ def compute_response(
         out[keys.FORCES] = -grads[0]
     if stress:
         volume = torch.linalg.det(graph.cell).abs()  # [n_graphs]
+        # no volume without a cell: leave dE/deps unscaled there (never NaN; callers mask it)
+        volume = torch.where(volume > 0, volume, torch.ones_like(volume))
         out[keys.STRESS] = grads[1] / volume[:, None, None]
     return out

@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final, overload
+from typing import Any, Final, Self, overload
 
 import h5py
 import numpy as np
@@ -221,7 +221,7 @@ def _calc_results(atoms: Atoms) -> dict[str, Any]:
         return {}
     try:
         stale = calc.check_state(atoms)
-    except Exception:  # calculators without state checks
+    except (AttributeError, NotImplementedError, TypeError):  # no state checks
         stale = []
     if stale:
         warnings.warn(
@@ -264,7 +264,9 @@ def _record_from_atoms(
             value = full_3x3_to_voigt_6_stress(value)
         expected = ((n,) if per_atom else ()) + tuple(spec[per_atom:])
         if value.shape != expected or value.dtype.kind not in "biufc":
-            raise ValueError(f"calculator result {name!r} has shape {value.shape}, expected {expected}")
+            raise ValueError(
+                f"calculator result {name!r} has shape {value.shape}, expected {expected}"
+            )
         add(name, ORIGIN_CALC, result, value, per_atom)
 
     for name in atoms.info if info_keys is None else info_keys:
@@ -414,7 +416,9 @@ def read_layout(f: h5py.File, path: PathLike) -> Layout:
         )
     for key, unit in (("energy_unit", ENERGY_UNIT), ("length_unit", LENGTH_UNIT)):
         if _attr_str(attrs.get(key, "")) != unit:
-            raise DatasetError(f"{path}: root attribute {key!r} is {attrs.get(key)!r}, not {unit!r}")
+            raise DatasetError(
+                f"{path}: root attribute {key!r} is {attrs.get(key)!r}, not {unit!r}"
+            )
     for name in (N_STRUCTURES, STRUCTURES, ATOMS, MASKS):
         if name not in f:
             raise DatasetError(f"{path}: missing required {'/' + name!r}")
@@ -519,7 +523,7 @@ class H5Dataset(Sequence[Atoms]):
             self._h5.close()
         self._h5, self._pid, self._ds = None, None, {}
 
-    def __enter__(self) -> H5Dataset:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -761,6 +765,7 @@ class DatasetWriter:
         self._array_keys = None if array_keys is None else tuple(array_keys)
         self._units = dict(units or {})
         self._h5: h5py.File | None = None
+        self._ds: dict[str, h5py.Dataset] = {}
         self._lock_fd: int | None = None
         self._fields: dict[str, Field] = {}
         self._n = self._total = 0
@@ -785,7 +790,7 @@ class DatasetWriter:
     def fields(self) -> dict[str, Field]:
         return dict(self._fields)
 
-    def __enter__(self) -> DatasetWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -795,26 +800,42 @@ class DatasetWriter:
         """Close the file (every append is already committed) and release the lock."""
         if self._h5 is not None:
             self._h5.close()
-            self._h5 = None
+            self._h5, self._ds = None, {}
         _unlock(self._lock_fd)
         self._lock_fd = None
 
     def _open_swmr(self) -> None:
+        self._ds = {}
         self._h5 = h5py.File(self.path, "r+", libver=_LIBVER, locking=False)
         self._h5.swmr_mode = True
+
+    def _dataset(self, name: str) -> h5py.Dataset:
+        if name not in self._ds:
+            assert self._h5 is not None
+            self._ds[name] = self._h5[name]
+        return self._ds[name]
 
     def _open_existing(self) -> None:
         self._lock_fd = _lock(self.path)
         try:
             with open_h5(self.path) as f:
                 layout = read_layout(f, self.path)
-            self._fields, self._n, self._total = layout.fields, layout.n_structures, layout.n_atoms_total
+            self._fields, self._n, self._total = (
+                layout.fields,
+                layout.n_structures,
+                layout.n_atoms_total,
+            )
             try:
                 self._open_swmr()
-            except OSError as err:
-                if "already open for write" not in str(err):
-                    raise DatasetError(f"{self.path}: cannot be opened for writing ({err})") from err
-                # we hold the lock, so the flag is left by a killed writer: recover
+            except (OSError, ValueError, RuntimeError) as err:
+                if "already open for read-only" in str(err):
+                    raise RuntimeError(
+                        f"{self.path}: open for reading in this process; close the"
+                        " H5Dataset (or h5py.File) before writing"
+                    ) from err
+                # We hold the lock, so the file carries a killed writer's "open for
+                # write" flag, or its HDF5 objects predate SWMR (e.g. h5repack's
+                # output): copy the committed rows into a fresh file.
                 self._rebuild(self._fields, source=self.path)
         except BaseException:
             self.close()
@@ -824,7 +845,7 @@ class DatasetWriter:
         """Write ``fields`` and the committed rows of ``source`` to a new file, then swap."""
         if self._h5 is not None:
             self._h5.close()
-            self._h5 = None
+            self._h5, self._ds = None, {}
         tmp = _temp_path(self.path)
         try:
             with h5py.File(tmp, "w", libver=_LIBVER, locking=False) as dst:
@@ -883,15 +904,33 @@ class DatasetWriter:
         return k
 
     def append_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """Write one structure given as ``H5Dataset.get_arrays`` returns it.
+        """Write one structure given as ``H5Dataset.get_arrays`` returns it, and commit.
 
         Every property must already be a field of this file (pass ``fields=``).
         """
+        self._write([self._record_from_arrays(arrays)])
+
+    def extend_arrays(
+        self,
+        items: Iterable[Mapping[str, np.ndarray]],
+        commit_every: int = 1000,
+        progress: Any = None,
+    ) -> int:
+        """``append_arrays`` for many structures, committing every ``commit_every``."""
+        batch: list[_Record] = []
+        count = 0
+        for arrays in items:
+            batch.append(self._record_from_arrays(arrays))
+            if len(batch) >= commit_every:
+                count += self._commit(batch, progress)
+        return count + self._commit(batch, progress)
+
+    def _record_from_arrays(self, arrays: Mapping[str, np.ndarray]) -> _Record:
         unknown = set(arrays) - set(self._fields)
         if unknown:
             raise ValueError(f"unknown properties {sorted(unknown)}; pass them as fields=")
         values = {k: np.asarray(v) for k, v in arrays.items() if self._fields[k].optional}
-        record = _Record(
+        return _Record(
             numbers=np.asarray(arrays[NUMBERS], dtype=np.int64),
             positions=np.asarray(arrays[POSITIONS], dtype=np.float64),
             cell=np.asarray(arrays[CELL], dtype=np.float64),
@@ -899,7 +938,6 @@ class DatasetWriter:
             values=values,
             fields={k: self._fields[k] for k in values},
         )
-        self._write([record])
 
     def _write(self, records: list[_Record]) -> None:
         fields = dict(self._fields)
@@ -930,33 +968,38 @@ class DatasetWriter:
             for r, c in zip(records, counts, strict=True):
                 rows = (int(c),) if field.per_atom else ()
                 if name in r.values:
-                    parts.append(np.asarray(r.values[name]).astype(field.dtype).reshape(rows + field.shape))
+                    parts.append(
+                        np.asarray(r.values[name]).astype(field.dtype).reshape(rows + field.shape)
+                    )
                 else:
                     parts.append(np.full(rows + field.shape, _fill_value(field.dtype), field.dtype))
             columns[name] = np.concatenate(parts) if field.per_atom else np.stack(parts)
             masks[name] = mask
-        h5 = self._h5
         for name, data in columns.items():
             field = self._fields[name]
             start, stop = (a0, a1) if field.per_atom else (s0, s1)
-            _write_rows(h5[field.path], start, stop, data)
+            _write_rows(self._dataset(field.path), start, stop, data)
         for name, mask in masks.items():
-            _write_rows(h5[f"{MASKS}/{name}"], s0, s1, mask)
-        h5.flush()  # every row of the new structures is in the file ...
-        h5[N_STRUCTURES][0] = s1
-        h5.flush()  # ... before the count that makes them visible
+            _write_rows(self._dataset(f"{MASKS}/{name}"), s0, s1, mask)
+        self._h5.flush()  # every row of the new structures is in the file ...
+        self._dataset(N_STRUCTURES)[0] = s1
+        self._h5.flush()  # ... before the count that makes them visible
         self._n, self._total = s1, a1
 
 
 def _write_rows(ds: h5py.Dataset, start: int, stop: int, data: np.ndarray) -> None:
+    """Write rows ``start:stop``, growing the dataset a whole chunk at a time."""
     if stop == start:
         return
     if ds.shape[0] < stop:
-        ds.resize(stop, axis=0)
+        rows = ds.chunks[0]
+        ds.resize(-(-stop // rows) * rows, axis=0)  # rows past the count are ignored
     ds[start:stop] = data
 
 
-def _copy_rows(src: h5py.File, dst: h5py.File, fields: dict[str, Field], n: int, total: int) -> None:
+def _copy_rows(
+    src: h5py.File, dst: h5py.File, fields: dict[str, Field], n: int, total: int
+) -> None:
     """Copy the committed rows of every field (and mask) present in ``src``."""
     for name, field in fields.items():
         todo = [(field.path, total if field.per_atom else n)]

@@ -1,0 +1,134 @@
+"""From dataset files to model batches, and the statistics a model is set up with.
+
+* :class:`GraphDataset` - structure i of an :class:`H5Dataset` as (Graph, targets);
+  the neighbour list is built on the fly (lazy, DataLoader-worker safe).
+* :func:`collate_batch` - a list of items -> one batched Graph and target dict:
+  ``energy`` [B], ``forces`` [N, 3], ``stress`` [B, 3, 3] (+ ``<name>_mask`` [B] or [N]
+  where a structure lacks a property), named vector targets per atom [N, 3] or per
+  structure [B, 3].
+* :func:`dataset_statistics` - E0 per element by least squares on the energies, the
+  force RMS as energy scale, the mean neighbour count.
+"""
+
+import numpy as np
+import torch
+from ase.data import atomic_numbers, chemical_symbols
+from ase.stress import voigt_6_to_full_3x3_stress
+
+from .. import keys
+from ..graph import Graph, atoms_to_graph, collate
+from .hdf5 import H5Dataset
+
+__all__ = ["GraphDataset", "collate_batch", "dataset_statistics", "species_in"]
+
+
+class GraphDataset(torch.utils.data.Dataset):
+    """(Graph, targets) for the structures ``indices`` of a dataset file (float64 tensors)."""
+
+    def __init__(self, path, cutoff: float, indices=None, vector_keys=()):
+        self.h5 = H5Dataset(path)
+        self.cutoff = cutoff
+        self.indices = np.arange(len(self.h5)) if indices is None else np.asarray(indices)
+        self.vector_keys = tuple(vector_keys)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        arrays = self.h5.get_arrays(int(self.indices[k]))
+        atoms = _atoms(arrays)
+        graph = atoms_to_graph(atoms, self.cutoff, dtype=torch.float64)
+        n = len(atoms)
+        t = {}
+        if keys.ENERGY in arrays:
+            t[keys.ENERGY] = torch.tensor([float(arrays[keys.ENERGY])], dtype=torch.float64)
+        if keys.FORCES in arrays:
+            t[keys.FORCES] = torch.as_tensor(arrays[keys.FORCES], dtype=torch.float64)
+        if keys.STRESS in arrays:
+            s = np.asarray(arrays[keys.STRESS], dtype=float)
+            s = voigt_6_to_full_3x3_stress(s) if s.shape == (6,) else s.reshape(3, 3)
+            t[keys.STRESS] = torch.as_tensor(s, dtype=torch.float64)[None]
+        for name in self.vector_keys:
+            if name in arrays:
+                v = torch.as_tensor(np.asarray(arrays[name], float), dtype=torch.float64)
+                t[name] = v.reshape(n, 3) if v.numel() == 3 * n and v.ndim == 2 else v.reshape(1, 3)
+        return graph, t
+
+
+def _atoms(arrays):
+    from ase import Atoms
+
+    return Atoms(
+        numbers=arrays[keys.NUMBERS],
+        positions=arrays[keys.POSITIONS],
+        cell=arrays[keys.CELL],
+        pbc=arrays[keys.PBC],
+    )
+
+
+def collate_batch(items) -> tuple[Graph, dict[str, torch.Tensor]]:
+    """Batch (Graph, targets) items; missing targets are zero-filled with a mask."""
+    graphs = [g for g, _ in items]
+    batch = collate(graphs)
+    names = sorted({k for _, t in items for k in t})
+    targets = {}
+    for name in names:
+        present = [name in t for _, t in items]
+        template = next(t[name] for _, t in items if name in t)
+        per_atom = template.shape[0] != 1 or name == keys.FORCES
+        rows = [
+            t[name]
+            if name in t
+            else torch.zeros(
+                (g.n_atoms if per_atom else 1,) + template.shape[1:], dtype=template.dtype
+            )
+            for g, (_, t) in zip(graphs, items)
+        ]
+        targets[name] = torch.cat(rows)
+        mask = torch.tensor(present)
+        targets[f"{name}_mask"] = mask[batch.batch] if per_atom else mask
+    return batch, targets
+
+
+def species_in(dataset: H5Dataset) -> list[str]:
+    """Element symbols present in a dataset file, in atomic-number order."""
+    zs = np.unique(dataset.column(keys.NUMBERS))
+    return [chemical_symbols[z] for z in zs]
+
+
+def dataset_statistics(
+    dataset: H5Dataset, indices, species: list[str], cutoff: float, max_structures: int = 2000
+) -> dict:
+    """E0 [n_species] (least squares of E on element counts), scale (force RMS, or the
+    per-atom energy-residual std without forces), mean neighbour count."""
+    indices = np.asarray(indices)[:max_structures]
+    index = {atomic_numbers[s]: k for k, s in enumerate(species)}
+    counts, energies, force_sq, n_force, neighbours, n_atoms = [], [], 0.0, 0, 0, 0
+    for i in indices:
+        a = dataset.get_arrays(int(i))
+        c = np.zeros(len(species))
+        for z in a[keys.NUMBERS]:
+            c[index[int(z)]] += 1
+        if keys.ENERGY in a:
+            counts.append(c)
+            energies.append(float(a[keys.ENERGY]))
+        if keys.FORCES in a:
+            force_sq += float((a[keys.FORCES] ** 2).sum())
+            n_force += a[keys.FORCES].size
+        g = atoms_to_graph(_atoms(a), cutoff)
+        neighbours += g.edge_index.shape[1]
+        n_atoms += g.n_atoms
+    counts, energies = np.array(counts), np.array(energies)
+    e0 = np.zeros(len(species))
+    scale = 1.0
+    if len(energies):
+        e0 = np.linalg.lstsq(counts, energies, rcond=None)[0]
+        resid = (energies - counts @ e0) / counts.sum(1)
+        scale = float(resid.std()) or 1.0
+    if n_force:
+        scale = float(np.sqrt(force_sq / n_force))
+    return {
+        "e0": e0.tolist(),
+        "scale": scale,
+        "avg_num_neighbors": max(neighbours / max(n_atoms, 1), 1.0),
+    }

@@ -1,0 +1,224 @@
+"""Task 4, missing point: remove one atom of a QM9 molecule and predict its element and
+position from the rest.
+
+For every remaining atom a the network outputs type logits s_a (5 elements, l = 0), a
+displacement d_a (l = 1) and a confidence c_a (l = 0). With voting weights
+p_a = softmax_a(c_a):
+
+    predicted position  = sum_a p_a (x_a + d_a)
+    predicted type      = argmax sum_a p_a softmax(s_a)
+
+A prediction is correct when the type is right and the position is within 0.5 A.
+Splits (the paper's): train on the first 1000 QM9 molecules (index order) with 5-18
+atoms, one random atom removed per example; test on the first 1000 with 19, 23 and
+25-29 atoms, removing every atom in turn. The graph connects all pairs (self included).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+from torch import nn
+
+from ..graph import atoms_to_graph, collate
+from ..model import TFN
+from .common import Timer, load_task, save_task, seeded, train_loop, write_report
+
+ELEMENTS = ["H", "C", "N", "O", "F"]
+SPLITS = {"5-18": (5, 18), "19": (19, 19), "23": (23, 23), "25-29": (25, 29)}
+PAPER = {  # accuracy %, distance MAE A, predictions (slides)
+    "5-18": (92.6, 0.16, 15947),
+    "19": (94.7, 0.15, 19000),
+    "23": (96.9, 0.14, 23000),
+    "25-29": (97.8, 0.17, 25404),
+}
+PAPER_ELEMENTS = {
+    "H": (94.6, 92.9, 96.4, 97.8),
+    "C": (94.6, 99.8, 99.9, 99.8),
+    "N": (84.2, 86.3, 91.7, 58.8),
+    "O": (85.7, 87.5, 82.9, 73.1),
+    "F": (0.0, None, None, None),
+}
+MODEL = dict(channels=32, l_max=2, layers=3, cutoff=None, basis="gaussian", n_basis=24,
+             gaussian_range=[0.0, 8.0], radial_hidden=32, avg_num_neighbors=16.0)
+
+
+class MissingPointHead(nn.Module):
+    """l = 0 features -> (type logits [n, 5], confidence [n]); displacement = the model's
+    vector readout [n, 3]."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.linear = nn.Linear(channels, len(ELEMENTS) + 1)
+
+    def forward(self, model: TFN, graph):
+        x, _, _, _ = model.features(graph)
+        out = self.linear(x[..., 0])  # [n, 6]
+        v = model.vector_readout(x[..., 1:4].transpose(1, 2)).squeeze(-1)[:, [2, 0, 1]]  # [n, 3]
+        return out[:, :-1], out[:, -1], v
+
+
+def vote(graph, type_logits, confidence, displacement):
+    """Per structure: (type probabilities [B, 5], positions [B, 3])."""
+    b = graph.batch
+    # softmax of confidences within each structure
+    cmax = torch.zeros(graph.n_graphs, dtype=confidence.dtype).index_reduce_(
+        0, b, confidence.detach(), "amax", include_self=False
+    )
+    w = torch.exp(confidence - cmax[b])
+    w = w / torch.zeros(graph.n_graphs, dtype=w.dtype).index_add_(0, b, w)[b]  # [n]
+    votes = graph.positions + displacement  # [n, 3]
+    pos = torch.zeros(graph.n_graphs, 3, dtype=w.dtype).index_add_(0, b, w[:, None] * votes)
+    probs = torch.zeros(graph.n_graphs, len(ELEMENTS), dtype=w.dtype).index_add_(
+        0, b, w[:, None] * torch.softmax(type_logits, dim=1)
+    )
+    return probs, pos
+
+
+def removed_examples(molecule: Atoms, which) -> tuple[list, list, list]:
+    """(graphs without atom k, element index of k, position of k) for each k in ``which``."""
+    graphs, types, positions = [], [], []
+    for k in which:
+        keep = [i for i in range(len(molecule)) if i != k]
+        graphs.append(atoms_to_graph(molecule[keep], cutoff=None))
+        types.append(ELEMENTS.index(molecule[k].symbol))
+        positions.append(molecule.positions[k])
+    return graphs, types, positions
+
+
+def qm9_splits(data: Path | None, out: Path, quick: bool, atoms=None, limit=None) -> dict:
+    """{split name: [Atoms]} in QM9 index order, from a ``tfn-md data qm9`` file."""
+    from ..data import H5Dataset
+    from ..data.sources import qm9_index_key, write_qm9
+
+    if data is None:
+        data = out / "qm9.h5"
+        if not data.exists():
+            write_qm9(data, max_atoms=29)
+    dataset = H5Dataset(data)
+    n_atoms = dataset.n_atoms
+    order = np.argsort(dataset.column(qm9_index_key()), kind="stable")
+    splits = {}
+    wanted = dict(SPLITS) if atoms is None else {str(atoms): _parse_range(atoms)}
+    per_split = limit or (40 if quick else 1000)
+    for name, (lo, hi) in wanted.items():
+        idx = [i for i in order if lo <= n_atoms[i] <= hi][:per_split]
+        splits[name] = [dataset[int(i)] for i in idx]
+    return splits
+
+
+def _parse_range(text) -> tuple[int, int]:
+    lo, _, hi = str(text).partition("-")
+    return int(lo), int(hi or lo)
+
+
+def evaluate(model, head, molecules: list[Atoms], batch=64) -> dict:
+    """Remove every atom in turn; accuracy, distance MAE and per-element accuracy."""
+    correct, dist, elem = [], [], []
+    pending = []
+
+    def flush():
+        graphs, types, positions = zip(*pending)
+        g = collate(list(graphs)).to(dtype=model.e0.dtype)
+        with torch.no_grad():
+            probs, pos = vote(g, *head(model, g))
+        d = np.linalg.norm(pos.numpy() - np.array(positions), axis=1)
+        ok = (probs.argmax(1).numpy() == np.array(types)) & (d < 0.5)
+        correct.extend(ok)
+        dist.extend(d)
+        elem.extend(types)
+        pending.clear()
+
+    for mol in molecules:
+        for item in zip(*removed_examples(mol, range(len(mol)))):
+            pending.append(item)
+            if len(pending) >= batch:
+                flush()
+    if pending:
+        flush()
+    correct, dist, elem = np.array(correct), np.array(dist), np.array(elem)
+    per_element = {
+        e: (float(correct[elem == k].mean()) if (elem == k).any() else None, int((elem == k).sum()))
+        for k, e in enumerate(ELEMENTS)
+    }
+    return {
+        "predictions": int(len(correct)),
+        "accuracy": float(correct.mean()),
+        "distance_mae": float(dist.mean()),
+        "per_element": per_element,
+    }
+
+
+def run(out: Path, data=None, evaluate_path=None, quick=False, seed=0, atoms=None, limit=None,
+        evaluate=None):
+    out = Path(out)
+    evaluate_path = evaluate_path or evaluate
+    timer = Timer()
+    history = []
+    if evaluate_path is None:
+        splits = qm9_splits(data, out, quick)
+        with seeded(seed):
+            model = TFN(species=ELEMENTS, **MODEL).double()
+            head = MissingPointHead(MODEL["channels"]).double()
+        train = splits["5-18"]
+        rng = np.random.default_rng(seed)
+        batch = 16
+        epochs = 3 if quick else 200
+        steps = epochs * len(train) // batch
+
+        def loss(step):
+            idx = rng.choice(len(train), size=batch, replace=False)
+            items = [removed_examples(train[i], [rng.integers(len(train[i]))]) for i in idx]
+            g = collate([it[0][0] for it in items])
+            types = torch.tensor([it[1][0] for it in items])
+            target = torch.as_tensor(np.array([it[2][0] for it in items]))
+            probs, pos = vote(g, *head(model, g))
+            ce = nn.functional.nll_loss(torch.log(probs + 1e-12), types)
+            return ce + ((pos - target) ** 2).sum(1).mean()
+
+        history = train_loop(list(model.parameters()) + list(head.parameters()), loss, steps,
+                             lr=1e-3, desc="missing-point", log_every=100)
+        train_seconds = timer.seconds
+    else:
+        model, head_state, _ = load_task(evaluate_path, "missing-point")
+        head = MissingPointHead(model.config.channels).to(model.e0.dtype)
+        head.load_state_dict(head_state)
+        splits = qm9_splits(data, out, quick, atoms, limit)
+        train_seconds = None
+    results = {name: evaluate(model, head, mols) for name, mols in splits.items()}
+    report = {"splits": results, "train_seconds": train_seconds, "history": history,
+              "quick": quick}
+    if evaluate_path is None:
+        save_task(out / "missing_point.pt", "missing-point", model, head, report)
+    write_report(out, "missing-point", report, table(results, train_seconds), _plots(history))
+    return report
+
+
+def table(results: dict, train_seconds) -> str:
+    rows = ["| atoms | predictions (ours / paper) | accuracy % (ours / paper) | "
+            "distance MAE A (ours / paper) |", "|---|---|---|---|"]
+    for name, r in results.items():
+        acc_p, mae_p, n_p = PAPER.get(name, (None, None, None))
+        rows.append(f"| {name} | {r['predictions']} / {n_p or '-'} | {100 * r['accuracy']:.1f} / "
+                    f"{acc_p or '-'} | {r['distance_mae']:.3f} / {mae_p or '-'} |")
+    rows += ["", "Per element, accuracy % (ours / paper) and count:", "",
+             "| element | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    for k, e in enumerate(ELEMENTS):
+        cells = []
+        for col, (name, r) in enumerate(results.items()):
+            acc, n = r["per_element"][e]
+            paper = PAPER_ELEMENTS[e][list(SPLITS).index(name)] if name in SPLITS else None
+            ours = "-" if acc is None else f"{100 * acc:.1f}"
+            cells.append(f"{ours} / {'-' if paper is None else paper} (n={n})")
+        rows.append(f"| {e} | " + " | ".join(cells) + " |")
+    if train_seconds:
+        rows += ["", f"Training wall time on this machine: {train_seconds / 60:.1f} min."]
+    return "\n".join(rows)
+
+
+def _plots(history):
+    if not history:
+        return {}
+    return {"loss.png": lambda ax: (ax.semilogy(*zip(*history)), ax.set_xlabel("step"),
+                                    ax.set_ylabel("loss"))}

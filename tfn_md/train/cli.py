@@ -1,0 +1,76 @@
+"""``tfn-md train CONFIG`` and ``tfn-md eval CHECKPOINT DATA.h5``."""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+__all__ = ["add_train_parsers"]
+
+
+def add_train_parsers(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a potential from a TOML config",
+        description="Train a TFN potential on HDF5 dataset files. Writes best.pt, last.pt "
+        "(with optimizer state), metrics.csv and plots into [run] out. Run under "
+        "`torchrun --nproc_per_node N` for data-parallel training.")
+    p.add_argument("config", type=Path, help="TOML file (see tfn_md.train.config)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.set_defaults(func=_train)
+
+    e = subparsers.add_parser(
+        "eval", help="errors of a potential on a dataset",
+        description="Energy (per atom and per structure), force and stress MAE/RMSE of a "
+        "checkpoint on a dataset file.")
+    e.add_argument("checkpoint", help="checkpoint path or shipped potential name")
+    e.add_argument("data", type=Path, help="dataset HDF5 file")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.set_defaults(func=_eval)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from .config import load_config
+    from .trainer import Trainer
+
+    cfg = load_config(args.config)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("nccl" if cfg.run.device.startswith("cuda") else "gloo")
+    try:
+        result = Trainer(cfg, resume=args.resume).fit()
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+    print(json.dumps(result, indent=1, default=float))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data.loader import GraphDataset, collate_batch
+    from ..io import load_potential
+    from .trainer import evaluate_model
+
+    model = load_potential(args.checkpoint, device=args.device)
+    data = GraphDataset(args.data, model.cutoff)
+    loader = torch.utils.data.DataLoader(data, batch_size=args.batch_size,
+                                         collate_fn=collate_batch)
+    metrics = evaluate_model(model, loader, args.device)
+    metrics["n_structures"] = len(data)
+    if args.json:
+        print(json.dumps(metrics, indent=1))
+        return 0
+    units = {"energy_per_atom": "meV/atom", "energy": "meV", "forces": "meV/A",
+             "stress": "meV/A^3"}
+    print(f"{args.checkpoint} on {args.data} ({len(data)} structures)")
+    print("| quantity | MAE | RMSE | unit |\n|---|---|---|---|")
+    for name, unit in units.items():
+        if f"{name}_mae" in metrics:
+            print(f"| {name} | {1000 * metrics[f'{name}_mae']:.3f} | "
+                  f"{1000 * metrics[f'{name}_rmse']:.3f} | {unit} |")
+    return 0
