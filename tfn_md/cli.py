@@ -14,6 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tensor Field Network potentials for ASE: datasets, training, MD.",
     )
     parser.add_argument("--version", action="version", version=f"tfn_md {__version__}")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads for this command (default: torch's choice)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     from .tasks.cli import add_paper_parser
     from .train.cli import add_train_parsers
@@ -26,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0

@@ -96,10 +96,11 @@ def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick
     n_train, n_test = (200, 100) if quick else (5000, 1000)
     splits = load_or_make_data(data, out, "gravity", lambda: make_data(n_train, n_test, seed))
     timer = Timer()
-    history = []
+    history, untrained = [], None
     if evaluate is None:
         with seeded(seed):
             model = TFN(species=[DUMMY], **MODEL).double()
+        untrained = score(model, splits["test"])
         train = splits["train"]
         graphs = [
             batch_graph(train[k : k + 50], "point_mass", torch.float64)
@@ -122,6 +123,7 @@ def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick
     else:
         model, _, _ = load_task(evaluate, "gravity")
     report = score(model, splits["test"])
+    report["untrained"] = untrained
     report.update(train_seconds=timer.seconds if evaluate is None else None, history=history)
     if evaluate is None:
         save_task(out / "gravity.pt", "gravity", model, None, report)

@@ -90,10 +90,11 @@ def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick
     n_train, n_test = (200, 100) if quick else (2000, 1000)
     splits = load_or_make_data(data, out, "inertia", lambda: make_data(n_train, n_test, seed))
     timer = Timer()
-    history = []
+    history, untrained = [], None
     if evaluate is None:
         with seeded(seed):
             model = TFN(species=[DUMMY], **MODEL).double()
+        untrained = score(model, splits["test"])
         train = splits["train"]
         graphs = [batch_graph(train[k : k + 50], "point_mass", torch.float64)
                   for k in range(0, len(train), 50)]
@@ -111,6 +112,7 @@ def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick
     else:
         model, _, _ = load_task(evaluate, "inertia")
     report = score(model, splits["test"])
+    report["untrained"] = untrained
     report.update(train_seconds=timer.seconds if evaluate is None else None, history=history)
     if evaluate is None:
         save_task(out / "inertia.pt", "inertia", model, None, report)

@@ -90,10 +90,12 @@ def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick
     n_rot = 20 if quick else 1000
     splits = load_or_make_data_cached(data, out, n_rot, seed)
     timer = Timer()
+    untrained = None
     if evaluate is None:
         with seeded(seed):
             model = TFN(species=[DUMMY], **MODEL).double()
             head = TetrisHead(MODEL["channels"]).double()
+        untrained = score(model, head, splits)
         g = batch_graph(splits["train"], None, torch.float64)
         labels = torch.tensor([a.info["label"] for a in splits["train"]])
         params = list(model.parameters()) + list(head.parameters())
@@ -107,6 +109,7 @@ def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick
         head.load_state_dict(head_state)
         history = []
     report = score(model, head, splits)
+    report["untrained"] = untrained
     report.update(train_seconds=timer.seconds if evaluate is None else None, history=history)
     if evaluate is None:
         save_task(out / "tetris.pt", "tetris", model, head, report)
