@@ -13,12 +13,13 @@ invariant, and C intertwines, so L^lO -> D_lO(R) L^lO; it depends on
 positions only through r_ab = x_b - x_a (translation invariance) and sums
 over neighbours (permutation equivariance).
 
-Implementation (no Python loop over atoms, edges or paths): all paths are one
-constant tensor C_cat [D_F, D_in, K] (K = sum_p (2 lO + 1) output columns,
-path blocks sorted by lO), so per edge
-    A[e]   = Y[e] · C_cat                      # [E, D_in, K]   one GEMM
-    msg[e] = V[j_e] @ A[e] * R[e, :, path(k)]  # [E, c, K]      one bmm
-    out    = index_add over centres i_e        # [n, c, K]
+Implementation (no Python loop over atoms, edges or single paths): the paths of
+one input order lI form a block with one constant CG matrix C_lI [D_F, 2lI+1, K_lI],
+so per edge and block
+    A[e]   = Y[e] · C_lI                       # [2lI+1, K_lI]   one GEMM
+    msg[e] = A[e]^T V^lI[j_e] * R[e, path(k)]  # [K_lI, c]       one bmm
+    out    = index_add over centres i_e        # [n, K, c]
+evaluated in cache-sized chunks of edges by :mod:`tfn_md.nn.edge_kernel`.
 """
 
 import math
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..so3 import clebsch_gordan, sh_dim, sh_slice
+from .edge_kernel import Block, EdgePlan, fused_edge_conv
 from .radial import RadialMLP
 
 __all__ = ["TFNConvolution", "tfn_paths"]
@@ -34,11 +36,11 @@ __all__ = ["TFNConvolution", "tfn_paths"]
 
 def tfn_paths(l_in: int, l_filter: int, l_out: int) -> list[tuple[int, int, int]]:
     """All (lI, lF, lO) with lI <= l_in, lF <= l_filter, lO <= l_out and the triangle rule,
-    sorted by lO (the order of the concatenated output)."""
+    sorted by (lI, lO, lF): the edge kernel's block order."""
     paths = [
         (li, lf, lo)
-        for lo in range(l_out + 1)
         for li in range(l_in + 1)
+        for lo in range(l_out + 1)
         for lf in range(l_filter + 1)
         if abs(li - lf) <= lo <= li + lf
     ]
@@ -73,33 +75,48 @@ class TFNConvolution(nn.Module):
         self.l_in, self.l_filter, self.l_out = l_in, l_filter, l_out
         self.channels = channels
         self.avg_num_neighbors = float(avg_num_neighbors)
-        d_f, d_in = sh_dim(l_filter), sh_dim(l_in)
-        widths = [2 * lo + 1 for _, _, lo in self.paths]
-        n_cols = sum(widths)
-        c_cat = torch.zeros(d_f, d_in, n_cols, dtype=torch.float64)
-        path_of_col = torch.zeros(n_cols, dtype=torch.long)
-        col = 0
-        for p, (li, lf, lo) in enumerate(self.paths):
-            cg = clebsch_gordan(lf, li, lo) * math.sqrt(2 * lo + 1)  # [2lF+1, 2lI+1, 2lO+1]
-            c_cat[sh_slice(lf), sh_slice(li), col : col + 2 * lo + 1] = cg
-            path_of_col[col : col + 2 * lo + 1] = p
-            col += 2 * lo + 1
-        # Constants kept in float64 outside the module's buffers, so that a
-        # float32 -> float64 round trip of the model cannot round them.
-        self._c_cat64, self._path_of_col = c_cat, path_of_col
-        self._constants: dict = {}
+        d_f = sh_dim(l_filter)
+        # CG blocks of each path, scaled to keep unit variance, kept in float64 outside the
+        # module's buffers so a float32 -> float64 round trip of the model cannot round them
+        self._cg64 = [clebsch_gordan(lf, li, lo) * math.sqrt(2 * lo + 1)
+                      for li, lf, lo in self.paths]  # [2lF+1, 2lI+1, 2lO+1] each
+        self._d_f = d_f
+        self._plans: dict = {}
         self.n_paths_out = [sum(1 for p in self.paths if p[2] == lo) for lo in range(l_out + 1)]
+        # output columns in path order -> grouped by lO (the concatenation), one index [K]
+        starts = [0]
+        for _, _, lo in self.paths:
+            starts.append(starts[-1] + 2 * lo + 1)
+        order = sorted(range(len(self.paths)), key=lambda p: self.paths[p][2])
+        self._by_lo = torch.tensor([k for p in order for k in range(starts[p], starts[p + 1])])
         self.radial = RadialMLP(n_basis, radial_hidden, len(self.paths), channels)
 
-    def constants(self, dtype: torch.dtype, device) -> tuple[Tensor, Tensor]:
-        """(C_cat [D_F, D_in, K] in ``dtype``, path index of each output column [K])."""
+    def plan(self, dtype: torch.dtype, device) -> EdgePlan:
+        """The edge kernel's constants in ``dtype`` on ``device`` (built once, cached)."""
         key = (dtype, str(device))
-        if key not in self._constants:
-            self._constants[key] = (
-                self._c_cat64.to(dtype=dtype, device=device),
-                self._path_of_col.to(device=device),
-            )
-        return self._constants[key]
+        if key not in self._plans:
+            blocks, col = [], 0
+            for li in range(self.l_in + 1):
+                members = [q for q, path in enumerate(self.paths) if path[0] == li]
+                widths = [2 * self.paths[q][2] + 1 for q in members]
+                c3 = torch.zeros(self._d_f, 2 * li + 1, sum(widths), dtype=torch.float64)
+                groups, q0 = [], 0
+                for q, width in zip(members, widths):
+                    lf = self.paths[q][1]
+                    c3[sh_slice(lf), :, q0 : q0 + width] = self._cg64[q]
+                    last = groups[-1] if groups else None
+                    if last and last[4] == width and last[1] == q and last[3] == q0:
+                        groups[-1] = (last[0], q + 1, last[2], q0 + width, width)
+                    else:
+                        groups.append((q, q + 1, q0, q0 + width, width))
+                    q0 += width
+                blocks.append(Block(
+                    rows=sh_slice(li), cols=slice(col, col + q0),
+                    c2=c3.reshape(self._d_f, -1).to(dtype=dtype, device=device),
+                    groups=tuple(groups)))
+                col += q0
+            self._plans[key] = (EdgePlan(tuple(blocks), col), self._by_lo.to(device))
+        return self._plans[key]
 
     @property
     def out_channels(self) -> list[int]:
@@ -126,16 +143,16 @@ class TFNConvolution(nn.Module):
         weights = self.radial(edge_basis)  # [E, P, c]
         if edge_envelope is not None:
             weights = weights * edge_envelope[:, None, None]
-        c_cat, path_of_col = self.constants(x.dtype, x.device)
-        d_f, d_in, n_cols = c_cat.shape
-        a = (edge_sh[:, :d_f] @ c_cat.view(d_f, -1)).view(-1, d_in, n_cols)  # [E, D_in, K]
-        msg = torch.bmm(x[neighbour, :, :d_in], a)  # [E, c, K]
-        msg = msg * weights[:, path_of_col, :].transpose(1, 2)  # [E, c, K]
-        out = x.new_zeros(n, c, n_cols).index_add_(0, centre, msg)  # [n, c, K]
+        plan, by_lo = self.plan(x.dtype, x.device)
+        d_in = sh_dim(self.l_in)
+        xt = x[:, :, :d_in].transpose(1, 2).contiguous()  # [n, D_in, c]
+        out = fused_edge_conv(xt, edge_sh[:, : self._d_f], weights, neighbour, centre, plan)
+        out = out[:, by_lo]  # [n, K, c], columns grouped by lO
         out = out * (1.0 / math.sqrt(self.avg_num_neighbors))
         blocks, col = [], 0
         for lo, n_p in enumerate(self.n_paths_out):
             width = n_p * (2 * lo + 1)
-            blocks.append(out[:, :, col : col + width].reshape(n, c * n_p, 2 * lo + 1))
+            block = out[:, col : col + width, :].reshape(n, n_p, 2 * lo + 1, c)
+            blocks.append(block.permute(0, 3, 1, 2).reshape(n, c * n_p, 2 * lo + 1))
             col += width
         return blocks
