@@ -177,13 +177,72 @@ def test_qm9_resumes(tmp_path: Path, capsys) -> None:
     assert H5Dataset(tmp_path / "small.h5").n_atoms.max() <= 4
 
 
+CLI_SCRIPT = """
+import argparse, sys
+from tfn_md.data.cli import add_data_parser
+
+main = argparse.ArgumentParser(prog="tfn-md")
+add_data_parser(main.add_subparsers(dest="command"))
+args = main.parse_args(["data", *sys.argv[1:]])
+sys.exit(args.func(args))
+"""
+
+
+def run_child(*argv: object) -> int:
+    """The command in a child process with single-threaded tblite (fast on a busy machine)."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", CLI_SCRIPT, *map(str, argv)],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.returncode
+
+
 def test_sample_resumes(tmp_path: Path) -> None:
     pytest.importorskip("tblite")
     out = tmp_path / "water.h5"
-    common = ["--molecule", "H2O", "--temperature", "300", "--interval", "2"]
-    assert run("sample", *common, "--n", "2", "--equilibration", "0", "-o", out) == 0
-    assert len(H5Dataset(out)) == 2
-    assert run("sample", *common, "--n", "3", "--equilibration", "0", "-o", out) == 0
+    common = ["--molecule", "H2O", "--temperature", "300", "400", "--interval", "2"]
+    assert run_child("sample", *common, "--n", "2", "--equilibration", "3", "-o", out) == 0
+    assert len(H5Dataset(out)) == 4
+    assert run_child("sample", *common, "--n", "3", "--equilibration", "3", "-o", out) == 0
     ds = H5Dataset(out)
-    assert [a.info["md_frame"] for a in ds] == [0, 1, 2]
-    assert ds[2].get_forces().shape == (3, 3)
+    assert sorted((a.info["md_temperature"], a.info["md_frame"]) for a in ds) == [
+        (t, j) for t in (300.0, 400.0) for j in range(3)
+    ]
+    assert ds[5].get_forces().shape == (3, 3)
+
+
+def test_bad_input_is_one_line_and_exit_1(tmp_path: Path, capsys) -> None:
+    assert run("import", tmp_path / "absent.extxyz", "-o", tmp_path / "x.h5") == 1
+    assert "absent.extxyz" in capsys.readouterr().err
+    assert (
+        run(
+            "sample",
+            "--molecule",
+            "NoSuchThing",
+            "--temperature",
+            "300",
+            "--n",
+            "1",
+            "-o",
+            tmp_path / "s.h5",
+        )
+        == 1
+    )
+    assert "unknown molecule" in capsys.readouterr().err
+    foreign = tmp_path / "foreign.h5"
+    foreign.write_bytes(b"not hdf5 at all")
+    xyz = tmp_path / "one.extxyz"
+    ase.io.write(xyz, molecule("H2O"))
+    assert run("import", xyz, "-o", foreign, "--append") == 1
+    assert "not an HDF5 file" in capsys.readouterr().err
+    assert foreign.read_bytes() == b"not hdf5 at all"
+    assert run("split", foreign) == 1
+    assert run("info", foreign) == 1

@@ -136,43 +136,165 @@ def _by_frame(ds: H5Dataset) -> dict:
     return {(a.info[MD_TEMPERATURE], a.info[MD_FRAME]): a for a in ds}
 
 
-def test_xtb_sample_labels_match_fresh_tblite(tmp_path: Path) -> None:
+SAMPLE_RUNS = """
+import json, sys
+from pathlib import Path
+from ase.build import molecule
+from tfn_md.data.sources import sample_xtb
+
+tmp = Path(sys.argv[1])
+kw = {"name": "H2O", "temperatures": [300.0, 800.0], "interval": 4, "equilibration": 2, "seed": 11}
+water = molecule("H2O")
+counts = [
+    sample_xtb(tmp / "water.h5", water, n=3, **kw),
+    sample_xtb(tmp / "again.h5", water, n=3, **kw),
+    sample_xtb(tmp / "part.h5", water, n=1, **kw),
+    sample_xtb(tmp / "part.h5", water, n=3, **kw),
+    sample_xtb(tmp / "part.h5", water, n=3, **kw),
+    sample_xtb(tmp / "other.h5", water, n=2, **{**kw, "seed": 12}),
+]
+print(json.dumps(counts))
+"""
+
+
+def _run_child(script: str, *args: object) -> str:
+    """Run a script in a child process with single-threaded tblite (bitwise reproducible,
+    and not slowed down by OpenMP threads competing for a busy machine)."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _assert_same_frames(a: H5Dataset, b: H5Dataset) -> None:
+    fa, fb = _by_frame(a), _by_frame(b)
+    assert set(fa) == set(fb)
+    for key, x in fa.items():
+        y = fb[key]
+        assert np.array_equal(x.positions, y.positions), key
+        assert np.array_equal(x.arrays["momenta"], y.arrays["momenta"]), key
+        assert np.array_equal(x.get_forces(), y.get_forces()), key
+
+
+def test_xtb_sample_labels_seeds_and_resume(tmp_path: Path) -> None:
     pytest.importorskip("tblite")
+    import json
+
+    counts = json.loads(_run_child(SAMPLE_RUNS, tmp_path))
+    assert counts == [6, 6, 2, 4, 0, 4]  # n per temperature; resumed; nothing left to do
     path = tmp_path / "water.h5"
-    kw = {"name": "H2O", "temperatures": [300.0, 800.0], "interval": 4, "equilibration": 2}
-    kw["seed"] = 11
-    assert sample_xtb(path, molecule("H2O"), n=3, **kw) == 6
     ds = H5Dataset(path)
-    assert len(ds) == 6
     validate(path)
+    # labels: what a fresh tblite calculation at the stored geometry gives
     for atoms in ds:
         fresh = _fresh_xtb(atoms)
         assert np.allclose(atoms.get_forces(), fresh.get_forces(), rtol=0, atol=1e-9)
         assert atoms.get_potential_energy() == pytest.approx(fresh.get_potential_energy(), abs=1e-9)
         assert np.allclose(atoms.calc.results["dipole"], fresh.calc.results["dipole"], atol=1e-9)
         assert atoms.arrays["momenta"].shape == (3, 3)
-        assert atoms.info[MD_RUN].startswith("{")
+        assert json.loads(atoms.info[MD_RUN])["seed"] == 11
     assert ds.fields["dipole"].shape == (3,) and ds.fields["dipole"].unit == "e*Angstrom"
+    assert ds.fields[MD_TEMPERATURE].unit == "K"
     frames = _by_frame(ds)
+    assert sorted(frames) == [(t, j) for t in (300.0, 800.0) for j in range(3)]
     assert not np.allclose(frames[300.0, 0].positions, frames[300.0, 1].positions)
-    # same settings, same data (up to tblite's threaded sums)
-    again = tmp_path / "again.h5"
-    sample_xtb(again, molecule("H2O"), n=3, **kw)
-    for key, atoms in _by_frame(H5Dataset(again)).items():
-        assert np.allclose(atoms.positions, frames[key].positions, rtol=0, atol=1e-9)
-    # resuming: a shorter run continued equals the full run
-    part = tmp_path / "part.h5"
-    assert sample_xtb(part, molecule("H2O"), n=1, **kw) == 2
-    assert sample_xtb(part, molecule("H2O"), n=3, **kw) == 4
-    assert sample_xtb(part, molecule("H2O"), n=3, **kw) == 0
-    resumed = _by_frame(H5Dataset(part))
-    assert set(resumed) == set(frames)
-    for key, atoms in resumed.items():
-        assert np.allclose(atoms.positions, frames[key].positions, rtol=0, atol=1e-9)
-        assert np.allclose(atoms.arrays["momenta"], frames[key].arrays["momenta"], atol=1e-9)
+    # the same seed gives the same data; a run continued later equals an uninterrupted one
+    _assert_same_frames(ds, H5Dataset(tmp_path / "again.h5"))
+    _assert_same_frames(ds, H5Dataset(tmp_path / "part.h5"))
     # another seed is another trajectory
-    other = tmp_path / "other.h5"
-    sample_xtb(other, molecule("H2O"), n=2, **{**kw, "seed": 12})
-    assert not np.allclose(
-        _by_frame(H5Dataset(other))[300.0, 1].positions, frames[300.0, 1].positions
+    other = _by_frame(H5Dataset(tmp_path / "other.h5"))
+    assert not np.allclose(other[300.0, 1].positions, frames[300.0, 1].positions)
+
+
+SAMPLER_SCRIPT = """
+import sys
+from ase.build import molecule
+from tfn_md.data.sources import sample_xtb
+
+def report(k):
+    if k:
+        print(k, flush=True)
+
+sample_xtb(sys.argv[1], molecule("H2O"), name="H2O", temperatures=[500.0], n=int(sys.argv[2]),
+           interval=2, equilibration=0, seed=4, progress=report)
+"""
+
+
+def _sampler(path: Path, n: int):
+    """The sampler in a child process, single-threaded so runs are bitwise reproducible."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-c", SAMPLER_SCRIPT, str(path), str(n)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
+
+
+def test_killed_sampling_resumes_bitwise(tmp_path: Path) -> None:
+    """SIGKILL a sampler mid-run; re-running continues it exactly as if never killed."""
+    pytest.importorskip("tblite")
+    import signal
+
+    path = tmp_path / "killed.h5"
+    proc = _sampler(path, 10**6)
+    try:
+        for _ in range(15):
+            assert proc.stdout.readline(), "sampler died"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    with H5Dataset(path) as ds:
+        kept = len(ds)
+    assert kept >= 15
+    n = kept + 3
+    reference = tmp_path / "reference.h5"
+    for out in (path, reference):
+        proc = _sampler(out, n)
+        proc.communicate()
+        assert proc.returncode == 0
+    resumed, uninterrupted = H5Dataset(path), H5Dataset(reference)
+    assert [a.info[MD_FRAME] for a in resumed] == list(range(n))
+    for a, b in zip(resumed, uninterrupted, strict=True):
+        assert np.array_equal(a.positions, b.positions)
+        assert np.array_equal(a.arrays["momenta"], b.arrays["momenta"])
+        assert np.array_equal(a.get_forces(), b.get_forces())
+        assert a.get_potential_energy() == b.get_potential_energy()
+
+
+def test_sampler_bookkeeping_with_a_cheap_calculator(tmp_path: Path) -> None:
+    """Resume, duplicate temperatures and name clashes, with EMT standing in for xTB."""
+    from ase.calculators.emt import EMT
+
+    path = tmp_path / "emt.h5"
+    kw = {"name": "H2O", "interval": 3, "equilibration": 1, "calculator": lambda method: EMT()}
+    water = molecule("H2O")
+    assert sample_xtb(path, water, temperatures=[300, 300.0, 600], n=3, **kw) == 6
+    assert sample_xtb(path, water, temperatures=[300, 600], n=3, **kw) == 0
+    assert sample_xtb(path, water, temperatures=[600, 900], n=4, **kw) == 5
+    ds = H5Dataset(path)
+    frames = sorted((a.info[MD_TEMPERATURE], a.info[MD_FRAME]) for a in ds)
+    assert frames == [(300.0, j) for j in range(3)] + [(600.0, j) for j in range(4)] + [
+        (900.0, j) for j in range(4)
+    ]
+    ds.close()  # a writer in this process needs the file closed by readers
+    with pytest.raises(ValueError, match="other atoms"):
+        sample_xtb(path, molecule("NH3"), temperatures=[300], n=5, **kw)
+    # another seed is another run in the same file
+    assert sample_xtb(path, water, temperatures=[300], n=2, **{**kw, "seed": 1}) == 2
+    assert len(H5Dataset(path)) == 13

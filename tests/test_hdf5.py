@@ -260,7 +260,8 @@ def _edit(path: Path, fn) -> None:
         (lambda f: f[MASKS].__delitem__("energy"), "missing mask"),
         (lambda f: f["structures/energy"].resize(2, axis=0), "inconsistent lengths"),
         (lambda f: f["atoms/forces"].resize(10, axis=0), "inconsistent lengths"),
-        (lambda f: f["n_structures"].__setitem__(0, 9), "inconsistent lengths"),
+        (lambda f: f["n_structures"].__setitem__(0, 9), "inconsistent offsets"),
+        (lambda f: f["n_structures"].__setitem__(0, 10**6), "inconsistent lengths"),
         (lambda f: f["structures/offset"].__setitem__(0, 2), "inconsistent offsets"),
     ],
 )
@@ -427,6 +428,31 @@ def _kill_trial(path: Path, rng: random.Random) -> int:
     assert_atoms_equal(make(n), ds[n])
     validate(path)
     return n
+
+
+def test_reading_while_another_process_writes(tmp_path: Path) -> None:
+    """Readers open the file again and again during appends: never an error."""
+    path = tmp_path / "live.h5"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER_SCRIPT, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        for _ in range(3):
+            assert proc.stdout.readline(), "writer died"
+        seen, deadline = 0, time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            with H5Dataset(path) as ds:
+                assert len(ds) >= seen
+                seen = len(ds)
+                assert_atoms_equal(make(seen - 1), ds[seen - 1])
+        assert seen > 3
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
 
 
 def test_sigkill_keeps_committed_structures(tmp_path: Path) -> None:

@@ -1,13 +1,27 @@
-"""Datasets: the HDF5 dataset file, importers and the ``tfn-md data`` commands."""
+"""Datasets: the HDF5 dataset file, importers and the ``tfn-md data`` commands.
+
+Layout and guarantees of the file: ``docs/dataset-format.md``.
+"""
 
 from tfn_md.data.hdf5 import (
     DatasetError,
     DatasetWriter,
     Field,
     H5Dataset,
+    Layout,
     arrays_to_atoms,
     validate,
     write_atoms,
+)
+from tfn_md.data.sources import (
+    attach_results,
+    iter_qm9,
+    molecule_or_file,
+    qm9_atoms,
+    qm9_files,
+    read_ase,
+    sample_xtb,
+    xtb_calculator,
 )
 
 __all__ = [
@@ -15,7 +29,16 @@ __all__ = [
     "DatasetWriter",
     "Field",
     "H5Dataset",
+    "Layout",
     "arrays_to_atoms",
+    "attach_results",
+    "iter_qm9",
+    "molecule_or_file",
+    "qm9_atoms",
+    "qm9_files",
+    "read_ase",
+    "sample_xtb",
     "validate",
     "write_atoms",
+    "xtb_calculator",
 ]

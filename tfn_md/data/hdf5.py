@@ -142,6 +142,7 @@ CORE_FIELDS: Final[tuple[Field, ...]] = (
     Field(POSITIONS, True, ORIGIN_CORE, _F8, (3,), LENGTH_UNIT),
 )
 _CORE = {f.name: f for f in CORE_FIELDS}
+_CORE_FILL = {N_ATOMS: -1, OFFSET: -1}  # rows never written read as invalid
 
 
 # ---------------------------------------------------------------- values
@@ -338,21 +339,26 @@ def arrays_to_atoms(arrays: Mapping[str, np.ndarray], fields: Mapping[str, Field
 # ---------------------------------------------------------------- opening and checks
 
 
-def _superblock_eof(path: Path) -> int | None:
-    """End-of-file address stored in a version 2/3 superblock (None otherwise)."""
+_WRITING = 0x01 | 0x04  # superblock status flags: open for write, open for SWMR write
+
+
+def _superblock(path: Path) -> tuple[int, int] | None:
+    """(status flags, stored end-of-file address) of a v2/v3 superblock, else None."""
     with open(path, "rb") as fh:
-        head = fh.read(48)
-    if len(head) < 12 or head[8] not in (2, 3) or head[9] != 8:
+        head = fh.read(36)
+    if len(head) < 36 or head[8] not in (2, 3) or head[9] != 8:
         return None
-    return struct.unpack_from("<Q", head, 28)[0] if len(head) >= 36 else None
+    return head[11], struct.unpack_from("<Q", head, 28)[0]
 
 
 def open_h5(path: PathLike) -> h5py.File:
     """Open an HDF5 file read-only, mapping every failure to ``DatasetError``.
 
-    A file whose writer is running or was killed carries HDF5's "open for
-    write" flag; it is opened in SWMR read mode, after checking that the file
-    is not shorter than its superblock says (SWMR readers skip that check).
+    A file whose superblock says a writer has it open (running, or killed)
+    is opened in SWMR read mode, which sees a consistent file at any instant;
+    its stored end of file may then exceed the file's size (space allocated
+    in a flush that has not finished). Other files must not be shorter than
+    their superblock says.
     """
     path = Path(path)
     if not path.is_file():
@@ -360,18 +366,20 @@ def open_h5(path: PathLike) -> h5py.File:
     with open(path, "rb") as fh:
         if fh.read(8) != _HDF5_SIGNATURE:
             raise DatasetError(f"{path}: not an HDF5 file (no HDF5 signature at the start)")
-    eof, size = _superblock_eof(path), path.stat().st_size
-    if eof is not None and eof > size:
-        raise DatasetError(f"{path}: truncated file ({size} bytes, the superblock says {eof})")
+    superblock, size = _superblock(path), path.stat().st_size
+    if superblock is not None and superblock[0] & _WRITING:
+        try:
+            return h5py.File(path, "r", swmr=True, locking=False)
+        except OSError as err:
+            raise DatasetError(f"{path}: corrupt HDF5 file, cannot be opened ({err})") from err
+    if superblock is not None and superblock[1] > size:
+        raise DatasetError(
+            f"{path}: truncated file ({size} bytes, the superblock says {superblock[1]})"
+        )
     try:
         return h5py.File(path, "r", locking=False)
     except OSError as err:
         message = str(err)
-    if "already open for write" in message:
-        try:
-            return h5py.File(path, "r", swmr=True, locking=False)
-        except OSError as err:
-            message = str(err)
     if "truncated" in message:
         raise DatasetError(f"{path}: truncated HDF5 file ({message})")
     raise DatasetError(f"{path}: corrupt HDF5 file, cannot be opened ({message})")
@@ -690,7 +698,7 @@ def _create_array(f: h5py.File, field: Field, rows: int) -> h5py.Dataset:
         maxshape=(None, *field.shape),
         chunks=(_chunk_rows(field), *field.shape),
         dtype=field.dtype,
-        fillvalue=_fill_value(field.dtype) if field.optional else None,
+        fillvalue=_fill_value(field.dtype) if field.optional else _CORE_FILL.get(field.name),
     )
     ds.attrs["origin"] = field.origin
     ds.attrs["unit"] = field.unit
@@ -770,15 +778,19 @@ class DatasetWriter:
         self._fields: dict[str, Field] = {}
         self._n = self._total = 0
         extra = {f.name: f for f in fields if f.name not in _CORE}
-        if append and self.path.exists():
-            self._open_existing()
-            extra = {k: v for k, v in extra.items() if k not in self._fields}
-            if extra:
-                self._rebuild({**self._fields, **extra}, source=self.path)
-        else:
-            if self.path.exists():
-                self._lock_fd = _lock(self.path)
-            self._rebuild({**_CORE, **extra}, source=None)
+        try:
+            if append and self.path.exists():
+                self._open_existing()
+                extra = {k: v for k, v in extra.items() if k not in self._fields}
+                if extra:
+                    self._rebuild({**self._fields, **extra}, source=self.path)
+            else:
+                if self.path.exists():
+                    self._lock_fd = _lock(self.path)
+                self._rebuild({**_CORE, **extra}, source=None)
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------ state
 
@@ -817,36 +829,32 @@ class DatasetWriter:
 
     def _open_existing(self) -> None:
         self._lock_fd = _lock(self.path)
+        with open_h5(self.path) as f:
+            layout = read_layout(f, self.path)
+        self._fields, self._n, self._total = (
+            layout.fields,
+            layout.n_structures,
+            layout.n_atoms_total,
+        )
         try:
-            with open_h5(self.path) as f:
-                layout = read_layout(f, self.path)
-            self._fields, self._n, self._total = (
-                layout.fields,
-                layout.n_structures,
-                layout.n_atoms_total,
-            )
-            try:
-                self._open_swmr()
-            except (OSError, ValueError, RuntimeError) as err:
-                if "already open for read-only" in str(err):
-                    raise RuntimeError(
-                        f"{self.path}: open for reading in this process; close the"
-                        " H5Dataset (or h5py.File) before writing"
-                    ) from err
-                # We hold the lock, so the file carries a killed writer's "open for
-                # write" flag, or its HDF5 objects predate SWMR (e.g. h5repack's
-                # output): copy the committed rows into a fresh file.
-                self._rebuild(self._fields, source=self.path)
-        except BaseException:
-            self.close()
-            raise
+            self._open_swmr()
+        except (OSError, ValueError, RuntimeError) as err:
+            if "already open for read-only" in str(err):
+                raise RuntimeError(
+                    f"{self.path}: open for reading in this process; close the"
+                    " H5Dataset (or h5py.File) before writing"
+                ) from err
+            # We hold the lock, so the file carries a killed writer's "open for
+            # write" flag, or its HDF5 objects predate SWMR (e.g. h5repack's
+            # output): copy the committed rows into a fresh file.
+            self._rebuild(self._fields, source=self.path)
 
     def _rebuild(self, fields: dict[str, Field], source: Path | None) -> None:
         """Write ``fields`` and the committed rows of ``source`` to a new file, then swap."""
         if self._h5 is not None:
             self._h5.close()
             self._h5, self._ds = None, {}
-        tmp = _temp_path(self.path)
+        tmp, new_fd = _temp_path(self.path), None
         try:
             with h5py.File(tmp, "w", libver=_LIBVER, locking=False) as dst:
                 dst.attrs.update(
@@ -868,6 +876,7 @@ class DatasetWriter:
             new_fd = _lock(tmp)
             os.replace(tmp, self.path)
         except BaseException:
+            _unlock(new_fd)
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
