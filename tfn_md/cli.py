@@ -17,9 +17,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads for this command (default: torch's choice)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from .data.cli import add_data_parser
+    from .simulate_cli import add_simulate_parsers
     from .tasks.cli import add_paper_parser
     from .train.cli import add_train_parsers
 
+    add_simulate_parsers(subparsers)
+    add_data_parser(subparsers)
     add_train_parsers(subparsers)
     add_paper_parser(subparsers)
     return parser

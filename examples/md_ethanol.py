@@ -1,0 +1,44 @@
+"""Langevin NVT of ethanol with the shipped GFN2-xTB potential; writes a trajectory and a
+PNG of temperature and energies.
+
+    python examples/md_ethanol.py [--steps 4000] [--temperature 600] [--quick]
+"""
+
+import argparse
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from ase.build import molecule  # noqa: E402
+
+from tfn_md import TFNCalculator  # noqa: E402
+from tfn_md.simulate import run_md  # noqa: E402
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--steps", type=int, default=4000)
+parser.add_argument("--temperature", type=float, default=600.0)
+parser.add_argument("--out", default="md_ethanol")
+parser.add_argument("--quick", action="store_true", help="200 steps (tests)")
+args = parser.parse_args()
+
+atoms = molecule("CH3CH2OH")
+atoms.calc = TFNCalculator("ethanol-gfn2")
+steps = 200 if args.quick else args.steps
+summary = run_md(atoms, steps, temperature=args.temperature, timestep=0.5,
+                 trajectory=f"{args.out}.traj", interval=10)
+log = summary.pop("log")
+
+fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6, 5), sharex=True, dpi=120)
+ax1.plot(log["time_fs"], log["temperature_K"])
+ax1.axhline(args.temperature, color="k", lw=0.8, ls="--")
+ax1.set_ylabel("T (K)")
+ax2.plot(log["time_fs"], log["epot_eV"], label="potential")
+ax2.plot(log["time_fs"], log["etot_eV"], label="total")
+ax2.set_xlabel("time (fs)")
+ax2.set_ylabel("energy (eV)")
+ax2.legend()
+fig.tight_layout()
+fig.savefig(f"{args.out}.png")
+print({k: v for k, v in summary.items()})
+print(f"wrote {args.out}.traj and {args.out}.png")
