@@ -76,7 +76,8 @@ def check_atoms(atoms: Atoms) -> None:
 
 
 def neighbour_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, S) for all pairs with |x_j - x_i + S · cell| < cutoff, i != j or S != 0.
+    """(i, j, S) for all pairs with |x_j - x_i + S · cell| < cutoff, i != j or S != 0,
+    sorted by the centre atom i.
 
     Shapes [n_edges], [n_edges], [n_edges, 3]. Raises ``ValueError`` for two atoms
     closer than 1e-6 A.
@@ -95,7 +96,8 @@ def neighbour_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray,
             f"atoms {i[k]} and {j[k]} are {d[k]:.3g} A apart (closer than {MIN_DISTANCE} A): "
             "overlapping atoms"
         )
-    return i.astype(np.int64), j.astype(np.int64), s.astype(np.int64)
+    order = np.argsort(i, kind="stable")  # sorted by centre: the model can block over atoms
+    return i[order].astype(np.int64), j[order].astype(np.int64), s[order].astype(np.int64)
 
 
 def all_pairs(n_atoms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

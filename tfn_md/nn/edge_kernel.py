@@ -63,9 +63,9 @@ def _weighted(msg: Tensor, w: Tensor, groups) -> Tensor:
 
 class FusedEdgeConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xt, y, w, src, dst, plan: EdgePlan):
-        n, _, c = xt.shape
-        outs = [xt.new_zeros(n, b.cols.stop - b.cols.start, c) for b in plan.blocks]
+    def forward(ctx, xt, y, w, src, dst, plan: EdgePlan, n_out: int):
+        c = xt.shape[2]
+        outs = [xt.new_zeros(n_out, b.cols.stop - b.cols.start, c) for b in plan.blocks]
         for sl in chunk_edges(y.shape[0], plan.n_cols, c):
             ys, ws, xs, d = y[sl], w[sl], xt[src[sl]], dst[sl]
             for b, out in zip(plan.blocks, outs):
@@ -105,10 +105,11 @@ class FusedEdgeConv(torch.autograd.Function):
             g_w.append(torch.cat(g_ws, dim=1))  # [e, P, c] (blocks hold paths in order)
         g_y = torch.cat(g_y) if g_y else torch.zeros_like(y)
         g_w = torch.cat(g_w) if g_w else torch.zeros_like(w)
-        return g_xt, g_y, g_w, None, None, None
+        return g_xt, g_y, g_w, None, None, None, None
 
 
 def fused_edge_conv(xt: Tensor, y: Tensor, w: Tensor, src: Tensor, dst: Tensor,
-                    plan: EdgePlan) -> Tensor:
-    """See the module docstring: [n, D_in, c], [E, D_F], [E, P, c] -> [n, K, c]."""
-    return FusedEdgeConv.apply(xt, y, w, src, dst, plan)
+                    plan: EdgePlan, n_out: int | None = None) -> Tensor:
+    """See the module docstring: [n, D_in, c], [E, D_F], [E, P, c] -> [n_out, K, c]
+    (``dst`` indexes the n_out output rows; default n_out = n)."""
+    return FusedEdgeConv.apply(xt, y, w, src, dst, plan, xt.shape[0] if n_out is None else n_out)

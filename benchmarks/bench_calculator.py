@@ -1,0 +1,174 @@
+"""Speed of TFNCalculator (energy + forces + stress) against the same TFN on e3nn.
+
+    python benchmarks/bench_calculator.py                 # the headline table
+    python benchmarks/bench_calculator.py --grid          # sizes, dtypes, l_max, channels
+
+Headline: fcc Cu 864 atoms (43 neighbours per atom at 5 A), channels 32, l_max 2,
+2 layers, float32, random weights, 1 and 2 threads; tfn_md through its ASE calculator
+(neighbour list included), the e3nn reference (benchmarks/e3nn_reference.py) on the same
+model, graph and autograd response, in the same process. The split of a tfn_md call
+(neighbour list / forward / backward) and a FLOP count of the call come with it.
+MACE and NequIP run through ../shared/peers (their own venvs); their figures measured on
+this machine are printed for comparison when they are not importable here.
+"""
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.build import bulk, molecule
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tfn_md import TFN, TFNCalculator  # noqa: E402
+from tfn_md.graph import atoms_to_graph  # noqa: E402
+from tfn_md.response import compute_response  # noqa: E402
+from tfn_md.so3 import sh_dim  # noqa: E402
+
+PEERS_RECORDED = {  # ../shared/peers/README.md: this machine, 1 thread, float32, cu864
+    "MACE (recorded)": 3.94,
+    "NequIP (recorded)": 1.18,
+    "e3nn TFN (recorded)": 1.07,
+}
+PEAK_GFLOPS = 63.0  # measured fp32 matmul peak of this machine on 2 threads (issue 5)
+
+
+def system(name: str):
+    if name == "ethanol":
+        return molecule("CH3CH2OH")
+    cells = {"cu864": 6, "cu6912": 12, "cu100k": 29}
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((cells[name],) * 3)
+    atoms.rattle(0.05, seed=0)
+    return atoms
+
+
+def model_for(atoms, channels, l_max, dtype, layers=2, cutoff=5.0):
+    species = sorted(set(atoms.get_chemical_symbols()))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return TFN(species=species, channels=channels, l_max=l_max, layers=layers,
+                   cutoff=cutoff).to(dtype)
+
+
+def timed(fn, repeats: int) -> float:
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def flops(model: TFN, n_atoms: int, n_edges: int) -> float:
+    """Multiply-adds x 2 of one energy + forces call (backward counted as 2 x forward)."""
+    cfg, total = model.config, 0.0
+    for conv in model.convolutions:
+        p, c, h = len(conv.paths), conv.channels, cfg.radial_hidden
+        total += n_edges * (cfg.n_basis * h + h * p * c)  # radial MLP
+        for li in range(conv.l_in + 1):
+            k = sum(2 * lo + 1 for l_i, _, lo in conv.paths if l_i == li)
+            total += n_edges * sh_dim(conv.l_filter) * (2 * li + 1) * k  # Y . C
+            total += n_edges * k * (2 * li + 1) * c  # A^T V
+            total += n_edges * k * c  # radial weights
+        total += n_atoms * sum(conv.out_channels) * c * 3  # self-interaction (approx.)
+    return 2 * 3 * total
+
+
+def bench_one(name, dtype, l_max, channels, threads, repeats, reference=True):
+    torch.set_num_threads(threads)
+    atoms = system(name)
+    model = model_for(atoms, channels, l_max, dtype)
+    calc = TFNCalculator(model)
+    stress = bool(atoms.pbc.all())
+
+    def call():
+        atoms.rattle(1e-4)  # a new geometry: the calculator really recomputes
+        calc.calculate(atoms, ["energy", "forces"] + (["stress"] if stress else []), ["positions"])
+
+    t_call = timed(call, repeats)
+    t_nl = timed(lambda: atoms_to_graph(atoms, model.cutoff, dtype=dtype), repeats)
+    graph = atoms_to_graph(atoms, model.cutoff, dtype=dtype)
+
+    def forward():
+        with torch.no_grad():
+            calc.model(graph)
+
+    t_fwd = timed(forward, repeats)
+    row = {"system": name, "atoms": len(atoms), "edges": graph.edge_index.shape[1],
+           "dtype": str(dtype)[6:], "l_max": l_max, "channels": channels, "threads": threads,
+           "s_per_call": t_call, "atom_steps_per_s": len(atoms) / t_call,
+           "nl_s": t_nl, "forward_s": t_fwd, "backward_s": max(t_call - t_nl - t_fwd, 0.0),
+           "gflop": flops(model, len(atoms), graph.edge_index.shape[1]) / 1e9,
+           "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if reference:
+        from e3nn_reference import E3nnTFN
+
+        ref = E3nnTFN(calc.model)
+        out_ours = compute_response(calc.model, graph, stress=stress)
+        out_ref = compute_response(ref, graph, stress=stress)
+        row["ref_energy_diff"] = float((out_ours["energy"] - out_ref["energy"]).abs().max())
+        row["ref_energy"] = float(out_ours["energy"].sum())
+        row["ref_s_per_call"] = t_nl + timed(
+            lambda: compute_response(ref, graph, stress=stress), repeats)
+    return row
+
+
+def print_rows(rows):
+    cols = ["system", "atoms", "dtype", "l_max", "channels", "threads", "s_per_call",
+            "atom_steps_per_s", "nl_s", "forward_s", "backward_s", "gflop", "max_rss_gb"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c])
+                                for c in cols) + " |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grid", action="store_true", help="also sizes, dtypes, l_max, widths")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    rows = []
+    print("## Headline: Cu 864, channels 32, l_max 2, 2 layers, cutoff 5 A, float32\n")
+    for threads in (1, 2):
+        rows.append(bench_one("cu864", torch.float32, 2, 32, threads, args.repeats))
+    print_rows(rows)
+    print("\n| engine | threads | s per E+F+S call | atom-steps/s | tfn_md speed-up |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| tfn_md | {r['threads']} | {r['s_per_call']:.3f} | {r['atom_steps_per_s']:.0f} | 1 |")
+        print(f"| e3nn reference (same run) | {r['threads']} | {r['ref_s_per_call']:.3f} | "
+              f"{r['atoms'] / r['ref_s_per_call']:.0f} | {r['ref_s_per_call'] / r['s_per_call']:.2f}x |")
+    one = rows[0]
+    for name, secs in PEERS_RECORDED.items():
+        print(f"| {name} | 1 | {secs:.2f} | {one['atoms'] / secs:.0f} | "
+              f"{secs / one['s_per_call']:.2f}x |")
+    print(f"\nEnergies of tfn_md and the e3nn reference differ by {one['ref_energy_diff']:.2e} eV "
+          f"(of {one['ref_energy']:.3f} eV, float32).")
+    for r in rows:
+        rate = r["gflop"] / r["s_per_call"]
+        print(f"{r['threads']} thread(s): {r['gflop']:.2f} GFLOP per call, {rate:.1f} GFLOP/s = "
+              f"{100 * rate / (PEAK_GFLOPS * r['threads'] / 2):.0f} % of the matmul peak "
+              f"({PEAK_GFLOPS * r['threads'] / 2:.0f} GFLOP/s on {r['threads']} thread(s))")
+    if args.grid:
+        grid = []
+        for name in ("ethanol", "cu864", "cu6912"):
+            for dtype in (torch.float32, torch.float64):
+                grid.append(bench_one(name, dtype, 2, 32, 1, 3, reference=False))
+        for l_max in (1, 3):
+            grid.append(bench_one("cu864", torch.float32, l_max, 32, 1, 3, reference=False))
+        for channels in (16, 64):
+            grid.append(bench_one("cu864", torch.float32, 2, channels, 1, 3, reference=False))
+        print("\n## Grid (1 thread)\n")
+        print_rows(grid)
+
+
+if __name__ == "__main__":
+    main()
