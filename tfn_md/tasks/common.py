@@ -84,6 +84,41 @@ def train_loop(
     return history
 
 
+def predict_points(model: TFN, structures: list[Atoms], output: str, batch=100) -> np.ndarray:
+    """Per-point model output ``output`` (e.g. vectors, tensors) of point clouds with masses."""
+    out = []
+    with torch.no_grad():
+        for k in range(0, len(structures), batch):
+            g = batch_graph(structures[k : k + batch], "point_mass", model.e0.dtype)
+            out.append(model(g)[output].numpy())
+    return np.concatenate(out)
+
+
+def fit_relative(model: TFN, train: list[Atoms], target: str, output: str, steps: int,
+                 desc: str, lr=3e-3, batch=50) -> list:
+    """Train per-point outputs on ``atoms.arrays[target]`` with the mean relative squared
+    error |y - y*|^2 / |y*|^2 per point (the tasks' metrics are relative)."""
+    chunks = [train[k : k + batch] for k in range(0, len(train), batch)]
+    graphs = [batch_graph(c, "point_mass", torch.float64) for c in chunks]
+    targets = [torch.as_tensor(np.concatenate([a.arrays[target] for a in c])) for c in chunks]
+
+    def loss(step):
+        k = step % len(graphs)
+        pred = model(graphs[k])[output].flatten(1)
+        t = targets[k].reshape(pred.shape)
+        return (((pred - t) ** 2).sum(1) / (t**2).sum(1)).mean()
+
+    return train_loop(model.parameters(), loss, steps, lr=lr, desc=desc)
+
+
+def loss_plot(history):
+    """A ``write_report`` plot of the training loss (empty when nothing was trained)."""
+    if not history:
+        return {}
+    return {"loss.png": lambda ax: (ax.semilogy(*zip(*history)), ax.set_xlabel("step"),
+                                    ax.set_ylabel("loss"))}
+
+
 def write_report(out: Path, task: str, report: dict, table_md: str, plots: dict) -> None:
     """report.json, report.md (table beside the paper's numbers) and PNG plots in ``out``.
 

@@ -12,7 +12,6 @@ represent a_i exactly if its effective radial function is 1/r^2 (the paper's
 from pathlib import Path
 
 import numpy as np
-import torch
 from ase import Atoms
 
 from .. import keys
@@ -20,18 +19,29 @@ from ..model import TFN
 from .common import (
     DUMMY,
     Timer,
-    batch_graph,
     load_or_make_data,
     load_task,
     save_task,
     seeded,
-    train_loop,
+    fit_relative,
+    loss_plot,
+    predict_points,
     write_report,
 )
 
-MODEL = dict(channels=8, l_max=1, layers=1, cutoff=None, basis="gaussian", n_basis=40,
-             gaussian_range=[0.0, 7.0], radial_hidden=64, n_scalar_inputs=1,
-             last_nonlinearity=False, residual=False)
+MODEL = dict(
+    channels=8,
+    l_max=1,
+    layers=1,
+    cutoff=None,
+    basis="gaussian",
+    n_basis=40,
+    gaussian_range=[0.0, 7.0],
+    radial_hidden=64,
+    n_scalar_inputs=1,
+    last_nonlinearity=False,
+    residual=False,
+)
 
 
 def sample_points(rng, n: int, box=2.0, min_dist=0.5) -> np.ndarray:
@@ -67,13 +77,8 @@ def make_data(n_train: int, n_test: int, seed: int) -> dict[str, list[Atoms]]:
     }
 
 
-def predict(model, structures, batch=100) -> np.ndarray:
-    out = []
-    with torch.no_grad():
-        for k in range(0, len(structures), batch):
-            g = batch_graph(structures[k : k + batch], "point_mass", model.e0.dtype)
-            out.append(model(g)[keys.VECTORS].numpy())
-    return np.concatenate(out)
+def predict(model, structures) -> np.ndarray:
+    return predict_points(model, structures, keys.VECTORS)
 
 
 def learned_radial(model, r: np.ndarray) -> np.ndarray:
@@ -101,25 +106,9 @@ def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick
         with seeded(seed):
             model = TFN(species=[DUMMY], **MODEL).double()
         untrained = score(model, splits["test"])
-        train = splits["train"]
-        graphs = [
-            batch_graph(train[k : k + 50], "point_mass", torch.float64)
-            for k in range(0, len(train), 50)
-        ]
-        targets = [
-            torch.as_tensor(np.concatenate([a.arrays["acceleration"] for a in train[k : k + 50]]))
-            for k in range(0, len(train), 50)
-        ]
-
-        def loss(step):
-            k = step % len(graphs)
-            pred = model(graphs[k])[keys.VECTORS]
-            t = targets[k]
-            # relative squared error per point: the metric is relative
-            return (((pred - t) ** 2).sum(1) / (t**2).sum(1)).mean()
-
-        steps = 300 if quick else 6000
-        history = train_loop(model.parameters(), loss, steps, lr=3e-3, desc="gravity")
+        history = fit_relative(
+            model, splits["train"], "acceleration", keys.VECTORS, 300 if quick else 6000, "gravity"
+        )
     else:
         model, _, _ = load_task(evaluate, "gravity")
     report = score(model, splits["test"])
@@ -129,14 +118,16 @@ def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick
         save_task(out / "gravity.pt", "gravity", model, None, report)
     r = np.linspace(0.5, 6.5, 200)
     f = learned_radial(model, r)
-    table = "\n".join([
-        "| metric (1000 held-out sets of 2-50 points) | ours | paper |",
-        "|---|---|---|",
-        f"| median relative error of the acceleration | {100 * report['median_relative_error']:.3f} % | "
-        "(qualitative: learned radial -> 1/r^2) |",
-        f"| mean relative error | {100 * report['mean_relative_error']:.3f} % | - |",
-        f"| 90th percentile relative error | {100 * report['p90_relative_error']:.3f} % | - |",
-    ])
+    table = "\n".join(
+        [
+            "| metric (1000 held-out sets of 2-50 points) | ours | paper |",
+            "|---|---|---|",
+            f"| median relative error of the acceleration | {100 * report['median_relative_error']:.3f} % | "
+            "(qualitative: learned radial -> 1/r^2) |",
+            f"| mean relative error | {100 * report['mean_relative_error']:.3f} % | - |",
+            f"| 90th percentile relative error | {100 * report['p90_relative_error']:.3f} % | - |",
+        ]
+    )
 
     def plot_radial(ax):
         ax.plot(r, f, label="learned (a · r_hat for a unit mass)")
@@ -145,9 +136,7 @@ def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick
         ax.set_yscale("log")
         ax.legend()
 
-    plots = {"radial.png": plot_radial}
-    if history:
-        plots["loss.png"] = lambda ax: (ax.semilogy(*zip(*history)), ax.set_xlabel("step"))
+    plots = {"radial.png": plot_radial, **loss_plot(history)}
     write_report(out, "gravity", report, table, plots)
     return report
 

@@ -13,7 +13,6 @@ masses uniform in [0.5, 2]. Metric: relative Frobenius error |I_pred - I|_F / |I
 from pathlib import Path
 
 import numpy as np
-import torch
 from ase import Atoms
 
 from .. import keys
@@ -21,19 +20,31 @@ from ..model import TFN
 from .common import (
     DUMMY,
     Timer,
-    batch_graph,
     load_or_make_data,
     load_task,
     save_task,
     seeded,
-    train_loop,
+    fit_relative,
+    loss_plot,
+    predict_points,
     write_report,
 )
 
 N_POINTS = 15
-MODEL = dict(channels=8, l_max=2, layers=1, cutoff=None, basis="gaussian", n_basis=16,
-             gaussian_range=[0.0, 1.8], radial_hidden=32, n_scalar_inputs=1,
-             last_nonlinearity=False, residual=False, readout_l_max=2)
+MODEL = dict(
+    channels=8,
+    l_max=2,
+    layers=1,
+    cutoff=None,
+    basis="gaussian",
+    n_basis=16,
+    gaussian_range=[0.0, 1.8],
+    radial_hidden=32,
+    n_scalar_inputs=1,
+    last_nonlinearity=False,
+    residual=False,
+    readout_l_max=2,
+)
 
 
 def inertia_tensors(pos: np.ndarray, masses: np.ndarray) -> np.ndarray:
@@ -41,7 +52,9 @@ def inertia_tensors(pos: np.ndarray, masses: np.ndarray) -> np.ndarray:
     d = pos[None, :, :] - pos[:, None, :]  # [a, b, 3]
     r2 = (d**2).sum(-1)
     eye = np.eye(3)
-    return np.einsum("b,abij->aij", masses, r2[..., None, None] * eye - d[..., :, None] * d[..., None, :])
+    return np.einsum(
+        "b,abij->aij", masses, r2[..., None, None] * eye - d[..., :, None] * d[..., None, :]
+    )
 
 
 def make_set(rng) -> Atoms:
@@ -55,17 +68,14 @@ def make_set(rng) -> Atoms:
 
 def make_data(n_train: int, n_test: int, seed: int) -> dict[str, list[Atoms]]:
     rng = np.random.default_rng(seed)
-    return {"train": [make_set(rng) for _ in range(n_train)],
-            "test": [make_set(rng) for _ in range(n_test)]}
+    return {
+        "train": [make_set(rng) for _ in range(n_train)],
+        "test": [make_set(rng) for _ in range(n_test)],
+    }
 
 
-def predict(model, structures, batch=100) -> np.ndarray:
-    out = []
-    with torch.no_grad():
-        for k in range(0, len(structures), batch):
-            g = batch_graph(structures[k : k + batch], "point_mass", model.e0.dtype)
-            out.append(model(g)[keys.TENSORS].numpy())
-    return np.concatenate(out)
+def predict(model, structures) -> np.ndarray:
+    return predict_points(model, structures, keys.TENSORS)
 
 
 def learned_radial(model, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -95,20 +105,9 @@ def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick
         with seeded(seed):
             model = TFN(species=[DUMMY], **MODEL).double()
         untrained = score(model, splits["test"])
-        train = splits["train"]
-        graphs = [batch_graph(train[k : k + 50], "point_mass", torch.float64)
-                  for k in range(0, len(train), 50)]
-        targets = [torch.as_tensor(np.concatenate([a.arrays["inertia"] for a in train[k : k + 50]]))
-                   .reshape(-1, 3, 3) for k in range(0, len(train), 50)]
-
-        def loss(step):
-            k = step % len(graphs)
-            pred = model(graphs[k])[keys.TENSORS]
-            t = targets[k]
-            return (((pred - t) ** 2).sum((1, 2)) / (t**2).sum((1, 2))).mean()
-
-        steps = 300 if quick else 3000
-        history = train_loop(model.parameters(), loss, steps, lr=3e-3, desc="inertia")
+        history = fit_relative(
+            model, splits["train"], "inertia", keys.TENSORS, 300 if quick else 3000, "inertia"
+        )
     else:
         model, _, _ = load_task(evaluate, "inertia")
     report = score(model, splits["test"])
@@ -118,14 +117,16 @@ def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick
         save_task(out / "inertia.pt", "inertia", model, None, report)
     r = np.linspace(0.0, 1.7, 100)
     f0, f2 = learned_radial(model, r)
-    table = "\n".join([
-        f"| metric ({report['n_sets']} held-out sets of {N_POINTS} points) | ours | paper |",
-        "|---|---|---|",
-        f"| median relative Frobenius error | {100 * report['median_relative_error']:.3f} % | "
-        "(qualitative: radial functions -> 2/3 r^2, -r^2) |",
-        f"| mean relative Frobenius error | {100 * report['mean_relative_error']:.3f} % | - |",
-        f"| worst relative Frobenius error | {100 * report['max_relative_error']:.3f} % | - |",
-    ])
+    table = "\n".join(
+        [
+            f"| metric ({report['n_sets']} held-out sets of {N_POINTS} points) | ours | paper |",
+            "|---|---|---|",
+            f"| median relative Frobenius error | {100 * report['median_relative_error']:.3f} % | "
+            "(qualitative: radial functions -> 2/3 r^2, -r^2) |",
+            f"| mean relative Frobenius error | {100 * report['mean_relative_error']:.3f} % | - |",
+            f"| worst relative Frobenius error | {100 * report['max_relative_error']:.3f} % | - |",
+        ]
+    )
 
     def plot_radial(ax):
         ax.plot(r, f0, label="learned l=0")
@@ -135,9 +136,7 @@ def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick
         ax.set_xlabel("r")
         ax.legend()
 
-    plots = {"radial.png": plot_radial}
-    if history:
-        plots["loss.png"] = lambda ax: (ax.semilogy(*zip(*history)), ax.set_xlabel("step"))
+    plots = {"radial.png": plot_radial, **loss_plot(history)}
     write_report(out, "inertia", report, table, plots)
     return report
 

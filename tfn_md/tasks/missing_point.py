@@ -23,7 +23,7 @@ from torch import nn
 
 from ..graph import atoms_to_graph, collate
 from ..model import TFN
-from .common import Timer, load_task, save_task, seeded, train_loop, write_report
+from .common import Timer, load_task, loss_plot, save_task, seeded, train_loop, write_report
 
 ELEMENTS = ["H", "C", "N", "O", "F"]
 SPLITS = {"5-18": (5, 18), "19": (19, 19), "23": (23, 23), "25-29": (25, 29)}
@@ -210,7 +210,7 @@ def run(out: Path, data=None, evaluate=None, quick=False, seed=0, atoms=None, li
               "history": history, "quick": quick}
     if evaluate_path is None:
         save_task(out / "missing_point.pt", "missing-point", model, head, report)
-    write_report(out, "missing-point", report, table(results, train_seconds), _plots(history))
+    write_report(out, "missing-point", report, table(results, train_seconds), loss_plot(history))
     return report
 
 
@@ -234,10 +234,3 @@ def table(results: dict, train_seconds) -> str:
     if train_seconds:
         rows += ["", f"Training wall time on this machine: {train_seconds / 60:.1f} min."]
     return "\n".join(rows)
-
-
-def _plots(history):
-    if not history:
-        return {}
-    return {"loss.png": lambda ax: (ax.semilogy(*zip(*history)), ax.set_xlabel("step"),
-                                    ax.set_ylabel("loss"))}

@@ -16,7 +16,18 @@ from ase import Atoms
 from torch import nn
 
 from ..model import TFN
-from .common import DUMMY, Timer, batch_graph, load_task, save_task, seeded, train_loop, write_report
+from ..so3 import random_rotation
+from .common import (
+    DUMMY,
+    Timer,
+    batch_graph,
+    load_task,
+    loss_plot,
+    save_task,
+    seeded,
+    train_loop,
+    write_report,
+)
 
 SHAPES = {
     "chiral_1": [(0, 0, 0), (0, 0, 1), (1, 0, 0), (1, 1, 0)],
@@ -40,24 +51,17 @@ def shape_atoms(name: str, positions=None) -> Atoms:
     return atoms
 
 
-def random_rotation(rng) -> np.ndarray:
-    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] *= -1
-    return q
-
-
 def make_data(n_rotations: int, seed: int) -> dict[str, list[Atoms]]:
     """train: the 8 shapes as given; test: each shape under n random rotations + translations;
     mirror: the same rotated copies reflected through a plane."""
     rng = np.random.default_rng(seed)
+    rotations = random_rotation(len(NAMES) * n_rotations, seed=seed).numpy()
     train = [shape_atoms(n) for n in NAMES]
     test, mirror = [], []
-    for name in NAMES:
+    for k, name in enumerate(NAMES):
         base = np.array(SHAPES[name], float)
-        for _ in range(n_rotations):
-            pos = base @ random_rotation(rng).T + rng.uniform(-5, 5, size=3)
+        for r in range(n_rotations):
+            pos = base @ rotations[k * n_rotations + r].T + rng.uniform(-5, 5, size=3)
             test.append(shape_atoms(name, pos))
             mirror.append(shape_atoms(name, pos * np.array([-1.0, 1.0, 1.0])))
     return {"train": train, "test": test, "mirror": mirror}
@@ -127,12 +131,7 @@ def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick
         f"of chiral_2 as: {report['mirror_chiral_2_as']}. Largest change of any logit "
         f"under rotation: {report['max_logit_change_under_rotation']:.2e}."
     )
-    plots = {}
-    if history:
-        plots["loss.png"] = lambda ax: (
-            ax.semilogy(*zip(*history)), ax.set_xlabel("step"), ax.set_ylabel("cross-entropy")
-        )
-    write_report(out, "tetris", report, table, plots)
+    write_report(out, "tetris", report, table, loss_plot(history))
     return report
 
 
