@@ -24,10 +24,10 @@ from ase.build import bulk, molecule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tfn_md import TFN, TFNCalculator  # noqa: E402
-from tfn_md.graph import atoms_to_graph  # noqa: E402
-from tfn_md.response import compute_response  # noqa: E402
-from tfn_md.so3 import sh_dim  # noqa: E402
+from tfn_md import TFN, TFNCalculator
+from tfn_md.graph import atoms_to_graph
+from tfn_md.response import compute_response
+from tfn_md.so3 import sh_dim
 
 PEERS_RECORDED = {  # ../shared/peers/README.md: this machine, 1 thread, float32, cu864
     "MACE (recorded)": 3.94,

@@ -9,11 +9,11 @@ import argparse
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from ase.build import molecule  # noqa: E402
+import matplotlib.pyplot as plt
+from ase.build import molecule
 
-from tfn_md import TFNCalculator  # noqa: E402
-from tfn_md.simulate import run_md  # noqa: E402
+from tfn_md import TFNCalculator
+from tfn_md.simulate import run_md
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--steps", type=int, default=4000)
@@ -40,5 +40,21 @@ ax2.set_ylabel("energy (eV)")
 ax2.legend()
 fig.tight_layout()
 fig.savefig(f"{args.out}.png")
+# stability: every recorded frame keeps the bonds of the starting molecule
+from ase.io import read
+from ase.neighborlist import build_neighbor_list, natural_cutoffs
+
+
+def bonds(a):
+    nl = build_neighbor_list(a, natural_cutoffs(a, mult=1.2), self_interaction=False,
+                             bothways=False, skin=0.0)
+    return {tuple(sorted((i, j))) for i in range(len(a)) for j in nl.get_neighbors(i)[0]}
+
+
+reference = bonds(molecule("CH3CH2OH"))
+frames = read(f"{args.out}.traj", index=":")
+broken = sum(bonds(f) != reference for f in frames)
+summary["frames_with_changed_bonds"] = broken
+summary["frames"] = len(frames)
 print({k: v for k, v in summary.items()})
 print(f"wrote {args.out}.traj and {args.out}.png")

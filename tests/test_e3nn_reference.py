@@ -14,7 +14,7 @@ from .conftest import ethanol, make_model, triclinic_cu
 
 pytest.importorskip("e3nn")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from e3nn_reference import E3nnTFN  # noqa: E402
+from e3nn_reference import E3nnTFN
 
 
 @pytest.mark.parametrize("case", ["ethanol-l2", "cu-l3"])

@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-from .model import TFN, TFNConfig  # noqa: E402
-from .io import load_potential, save_potential  # noqa: E402
-from .calculator import TFNCalculator  # noqa: E402
+from .calculator import TFNCalculator
+from .io import load_potential, save_potential
+from .model import TFN, TFNConfig
 
-__all__ = ["TFN", "TFNConfig", "TFNCalculator", "load_potential", "save_potential", "__version__"]
+__all__ = ["TFN", "TFNCalculator", "TFNConfig", "__version__", "load_potential", "save_potential"]

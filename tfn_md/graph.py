@@ -23,7 +23,7 @@ import torch
 from ase import Atoms
 from torch import Tensor
 
-__all__ = ["Graph", "neighbour_list", "all_pairs", "atoms_to_graph", "collate", "check_atoms"]
+__all__ = ["Graph", "all_pairs", "atoms_to_graph", "check_atoms", "collate", "neighbour_list"]
 
 MIN_DISTANCE = 1e-6  # Angstrom: closer pairs are an input error
 

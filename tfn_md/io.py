@@ -20,7 +20,7 @@ import torch
 from . import __version__
 from .model import TFN
 
-__all__ = ["save_potential", "load_potential", "resolve_potential", "CheckpointError"]
+__all__ = ["CheckpointError", "load_potential", "resolve_potential", "save_potential"]
 
 FORMAT = "tfn_md-potential"
 FORMAT_VERSION = 1
@@ -91,7 +91,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     path = resolve_potential(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure means "not a checkpoint"
+    except Exception as err:
         raise CheckpointError(f"{path} is not a tfn_md checkpoint (cannot be read: {err})") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a tfn_md checkpoint (no '{FORMAT}' marker)")

@@ -13,7 +13,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.io import Trajectory, write
 
-__all__ = ["run_md", "relax", "md_summary"]
+__all__ = ["md_summary", "relax", "run_md"]
 
 
 def run_md(atoms: Atoms, steps: int, temperature: float = 300.0, timestep: float = 0.5,
@@ -61,10 +61,11 @@ def run_md(atoms: Atoms, steps: int, temperature: float = 300.0, timestep: float
         traj.close()
     elif trajectory is not None:
         write(str(trajectory), frames)
-    return md_summary(atoms, log, steps, seconds, trajectory)
+    return md_summary(atoms, log, steps, seconds, trajectory, nve=friction <= 0)
 
 
-def md_summary(atoms: Atoms, log: dict, steps: int, seconds: float, trajectory) -> dict:
+def md_summary(atoms: Atoms, log: dict, steps: int, seconds: float, trajectory,
+               nve: bool) -> dict:
     temps = np.array(log["temperature_K"])
     return {
         "steps": steps,
@@ -73,8 +74,9 @@ def md_summary(atoms: Atoms, log: dict, steps: int, seconds: float, trajectory) 
         "steps_per_second": steps / seconds if seconds else None,
         "mean_temperature_K": float(temps.mean()) if len(temps) else None,
         "final_potential_energy_eV": log["epot_eV"][-1] if log["epot_eV"] else None,
+        # a conserved quantity only without the thermostat
         "total_energy_drift_eV_per_atom": (log["etot_eV"][-1] - log["etot_eV"][0]) / len(atoms)
-        if log["etot_eV"] else None,
+        if nve and log["etot_eV"] else None,
         "max_force_eV_per_A": float(np.linalg.norm(atoms.get_forces(), axis=1).max()),
         "trajectory": None if trajectory is None else str(trajectory),
         "log": log,

@@ -26,14 +26,13 @@ import math
 
 import torch
 from torch import Tensor, nn
-
-from ..so3 import clebsch_gordan, sh_dim, sh_slice
 from torch.utils.checkpoint import checkpoint
 
+from ..so3 import clebsch_gordan, sh_dim, sh_slice
 from .edge_kernel import Block, EdgePlan, fused_edge_conv
 from .radial import RadialMLP
 
-__all__ = ["TFNConvolution", "tfn_paths", "atom_blocks"]
+__all__ = ["TFNConvolution", "atom_blocks", "tfn_paths"]
 
 MAX_BLOCK_EDGES = 1 << 16  # graphs with more edges are processed in blocks of atoms
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["EdgePlan", "Block", "fused_edge_conv", "chunk_edges"]
+__all__ = ["Block", "EdgePlan", "chunk_edges", "fused_edge_conv"]
 
 CHUNK_ELEMENTS = 1 << 19  # about 2 MB of float32 per [chunk, K, c] tensor
 

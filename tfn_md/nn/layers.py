@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..so3 import sh_dim, sh_slice
 
-__all__ = ["SelfInteraction", "NormNonlinearity", "safe_norm"]
+__all__ = ["NormNonlinearity", "SelfInteraction", "safe_norm"]
 
 
 def safe_norm(x: Tensor, dim: int = -1, eps: float = 1e-12) -> Tensor:

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GaussianBasis", "BesselBasis", "polynomial_envelope", "RadialMLP"]
+__all__ = ["BesselBasis", "GaussianBasis", "RadialMLP", "polynomial_envelope"]
 
 
 class GaussianBasis(nn.Module):

@@ -6,7 +6,7 @@
   unit vector). It intertwines: T(D_2(R) y) = R T(y) R^T, shape [..., 3, 3].
 """
 
-from functools import lru_cache
+from functools import cache
 
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ from .harmonics import sh_slice, spherical_harmonics
 __all__ = ["l2_to_matrix", "matrix_to_l2"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _l2_basis() -> Tensor:
     """B [5, 3, 3] float64 with sum_m Y_2m(r) B_m = r r^T - I/3 for unit r."""
     gen = torch.Generator().manual_seed(2)

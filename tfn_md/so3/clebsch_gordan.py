@@ -13,7 +13,7 @@ the sign fixed so that its first entry larger than 1e-6 in magnitude is positive
 Computed once per (l1, l2, l3) in float64 and cached.
 """
 
-from functools import lru_cache
+from functools import cache
 
 import torch
 from torch import Tensor
@@ -23,7 +23,7 @@ from .wigner import _generators_f64
 __all__ = ["clebsch_gordan"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cg_f64(l1: int, l2: int, l3: int) -> Tensor:
     if not abs(l1 - l2) <= l3 <= l1 + l2:
         raise ValueError(f"(l1, l2, l3) = ({l1}, {l2}, {l3}) violates the triangle rule")

@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["spherical_harmonics", "sh_dim", "sh_slice"]
+__all__ = ["sh_dim", "sh_slice", "spherical_harmonics"]
 
 
 def sh_dim(l_max: int) -> int:

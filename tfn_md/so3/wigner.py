@@ -9,7 +9,7 @@ the Wigner matrix is D_l(R) = exp(ω · J), shape [2l+1, 2l+1], orthogonal,
 and Y_l(R r) = D_l(R) Y_l(r).
 """
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -17,10 +17,10 @@ from torch import Tensor
 
 from .harmonics import sh_slice, spherical_harmonics
 
-__all__ = ["so3_generators", "wigner_D", "rotation_vector"]
+__all__ = ["rotation_vector", "so3_generators", "wigner_D"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _generators_f64(l: int) -> Tensor:
     """[3, 2l+1, 2l+1] float64, solved by least squares from the harmonics' derivatives."""
     gen = torch.Generator().manual_seed(1234 + l)  # local generator: no global seed touched

@@ -17,18 +17,18 @@ from ase import Atoms
 from torch import Tensor, nn
 
 from ..graph import Graph, atoms_to_graph, collate
-from ..io import checkpoint_dict, atomic_torch_save, load_potential, read_checkpoint
+from ..io import atomic_torch_save, checkpoint_dict, load_potential, read_checkpoint
 from ..model import TFN
 
 __all__ = [
-    "points_graph",
     "batch_graph",
+    "load_or_make_data",
+    "load_task",
+    "points_graph",
+    "save_task",
     "seeded",
     "train_loop",
     "write_report",
-    "save_task",
-    "load_task",
-    "load_or_make_data",
 ]
 
 DUMMY = "H"  # the element every point of a paper task carries (one species)

@@ -19,13 +19,13 @@ from ..model import TFN
 from .common import (
     DUMMY,
     Timer,
+    fit_relative,
     load_or_make_data,
     load_task,
-    save_task,
-    seeded,
-    fit_relative,
     loss_plot,
     predict_points,
+    save_task,
+    seeded,
     write_report,
 )
 
@@ -147,7 +147,7 @@ def score(model, test) -> dict:
     rel = np.linalg.norm(pred - true, axis=1) / np.linalg.norm(true, axis=1)
     return {
         "n_sets": len(test),
-        "n_points": int(len(true)),
+        "n_points": len(true),
         "median_relative_error": float(np.median(rel)),
         "mean_relative_error": float(rel.mean()),
         "p90_relative_error": float(np.quantile(rel, 0.9)),

@@ -20,13 +20,13 @@ from ..model import TFN
 from .common import (
     DUMMY,
     Timer,
+    fit_relative,
     load_or_make_data,
     load_task,
-    save_task,
-    seeded,
-    fit_relative,
     loss_plot,
     predict_points,
+    save_task,
+    seeded,
     write_report,
 )
 

@@ -160,7 +160,7 @@ def score(model, head, molecules: list[Atoms], batch=64) -> dict:
         for k, e in enumerate(ELEMENTS)
     }
     return {
-        "predictions": int(len(correct)),
+        "predictions": len(correct),
         "accuracy": float(correct.mean()),
         "distance_mae": float(dist.mean()),
         "per_element": per_element,
