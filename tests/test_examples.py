@@ -17,3 +17,21 @@ def test_train_from_hdf5(tmp_path):
     assert (tmp_path / "run" / "run" / "best.pt").exists()
     assert (tmp_path / "run" / "water_md.traj").exists()
     assert "forces" in out.stdout
+
+
+def test_md_ethanol_with_shipped_potential(tmp_path):
+    out = _run("md_ethanol.py", tmp_path, "--out", str(tmp_path / "eth"))
+    assert (tmp_path / "eth.traj").exists() and (tmp_path / "eth.png").exists()
+    assert "'frames_with_changed_bonds': 0" in out.stdout
+
+
+def test_relax_cu_cell_with_shipped_potential(tmp_path):
+    out = _run("relax_cu_cell.py", tmp_path)
+    assert "lattice constant: TFN" in out.stdout
+
+
+def test_readme_main_command(tmp_path):
+    cmd = [sys.executable, "-m", "tfn_md.cli", "md", "--potential", "ethanol-gfn2", "--molecule",
+           "CH3CH2OH", "--steps", "100", "-o", str(tmp_path / "eth.traj")]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    assert '"steps": 100' in out.stdout and (tmp_path / "eth.traj").exists()
