@@ -8,6 +8,7 @@
 
 from functools import cache
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -19,8 +20,7 @@ __all__ = ["l2_to_matrix", "matrix_to_l2"]
 @cache
 def _l2_basis() -> Tensor:
     """B [5, 3, 3] float64 with sum_m Y_2m(r) B_m = r r^T - I/3 for unit r."""
-    gen = torch.Generator().manual_seed(2)
-    r = torch.randn(64, 3, generator=gen, dtype=torch.float64)
+    r = torch.as_tensor(np.random.default_rng(2).standard_normal((64, 3)))  # local generator
     r = r / r.norm(dim=1, keepdim=True)
     y = spherical_harmonics(r, 2)[:, sh_slice(2)]  # [N, 5]
     t = r[:, :, None] * r[:, None, :] - torch.eye(3, dtype=torch.float64) / 3  # [N, 3, 3]

@@ -23,8 +23,8 @@ __all__ = ["rotation_vector", "so3_generators", "wigner_D"]
 @cache
 def _generators_f64(l: int) -> Tensor:
     """[3, 2l+1, 2l+1] float64, solved by least squares from the harmonics' derivatives."""
-    gen = torch.Generator().manual_seed(1234 + l)  # local generator: no global seed touched
-    pts = torch.randn(max(64, 8 * (2 * l + 1)), 3, generator=gen, dtype=torch.float64)
+    rng = np.random.default_rng(1234 + l)  # a local generator: no global seed touched
+    pts = torch.as_tensor(rng.standard_normal((max(64, 8 * (2 * l + 1)), 3)))
     pts = pts / pts.norm(dim=1, keepdim=True)
     y = spherical_harmonics(pts, l)[:, sh_slice(l)]  # [n, 2l+1]
     eye = torch.eye(3, dtype=torch.float64)
