@@ -193,11 +193,17 @@ class TFN(nn.Module):
             else None
         )
         x = self._interactions(x0, sh, basis, envelope, graph.edge_index)
+        # an atom without neighbours depends only on its embedding: one row per species
+        # suffices unless per-atom scalar inputs make every atom's embedding its own
+        per_species = cfg.n_scalar_inputs == 0
+        if per_species:
+            eye = torch.eye(len(cfg.species), dtype=x0.dtype, device=x0.device)
+            x0 = self.embedding(eye)[:, :, None]  # [S, c, 1]
         no_edges = torch.zeros(2, 0, dtype=torch.long, device=x0.device)
         isolated = self._interactions(
             x0, sh[:0], basis[:0], None if envelope is None else envelope[:0], no_edges
         )
-        return x, isolated, species, length
+        return x, isolated[species] if per_species else isolated, species, length
 
     def forward(self, graph: Graph) -> dict[str, Tensor]:
         """Per-atom energies [n], total energy [n_graphs], per-atom vectors [n, 3]

@@ -94,8 +94,16 @@ def predict_points(model: TFN, structures: list[Atoms], output: str, batch=100) 
     return np.concatenate(out)
 
 
-def fit_relative(model: TFN, train: list[Atoms], target: str, output: str, steps: int,
-                 desc: str, lr=3e-3, batch=50) -> list:
+def fit_relative(
+    model: TFN,
+    train: list[Atoms],
+    target: str,
+    output: str,
+    steps: int,
+    desc: str,
+    lr=3e-3,
+    batch=50,
+) -> list:
     """Train per-point outputs on ``atoms.arrays[target]`` with the mean relative squared
     error |y - y*|^2 / |y*|^2 per point (the tasks' metrics are relative)."""
     chunks = [train[k : k + batch] for k in range(0, len(train), batch)]
@@ -111,12 +119,63 @@ def fit_relative(model: TFN, train: list[Atoms], target: str, output: str, steps
     return train_loop(model.parameters(), loss, steps, lr=lr, desc=desc)
 
 
+def mass_pair_probes(r) -> list[Atoms]:
+    """For each distance d in ``r``: unit masses at the origin and at (0, 0, d), then the same
+    with mass 0 at (0, 0, d); outputs of the two differ by the pair term alone."""
+    probes = []
+    for d in r:
+        for m in (1.0, 0.0):
+            a = Atoms(DUMMY * 2, positions=[[0, 0, 0], [0, 0, d]])
+            a.arrays["point_mass"] = np.array([1.0, m])
+            probes.append(a)
+    return probes
+
+
+def run_point_task(
+    task: str,
+    out: Path,
+    splits: dict,
+    evaluate,
+    seed: int,
+    model_kwargs: dict,
+    target: str,
+    output: str,
+    steps: int,
+    score,
+) -> tuple[TFN, dict]:
+    """Train (seeded) or load a per-point task model, score it on ``splits['test']`` (also
+    untrained), save the checkpoint when trained. -> (model, report)."""
+    timer = Timer()
+    history, untrained = [], None
+    if evaluate is None:
+        with seeded(seed):
+            model = TFN(species=[DUMMY], **model_kwargs).double()
+        untrained = score(model, splits["test"])
+        history = fit_relative(model, splits["train"], target, output, steps, task)
+    else:
+        model, _, _ = load_task(evaluate, task)
+    report = score(model, splits["test"])
+    report.update(
+        untrained=untrained,
+        history=history,
+        train_seconds=timer.seconds if evaluate is None else None,
+    )
+    if evaluate is None:
+        save_task(out / f"{task}.pt", task, model, None, report)
+    return model, report
+
+
 def loss_plot(history):
     """A ``write_report`` plot of the training loss (empty when nothing was trained)."""
     if not history:
         return {}
-    return {"loss.png": lambda ax: (ax.semilogy(*zip(*history)), ax.set_xlabel("step"),
-                                    ax.set_ylabel("loss"))}
+    return {
+        "loss.png": lambda ax: (
+            ax.semilogy(*zip(*history)),
+            ax.set_xlabel("step"),
+            ax.set_ylabel("loss"),
+        )
+    }
 
 
 def write_report(out: Path, task: str, report: dict, table_md: str, plots: dict) -> None:

@@ -15,17 +15,13 @@ import numpy as np
 from ase import Atoms
 
 from .. import keys
-from ..model import TFN
 from .common import (
     DUMMY,
-    Timer,
-    fit_relative,
     load_or_make_data,
-    load_task,
     loss_plot,
+    mass_pair_probes,
     predict_points,
-    save_task,
-    seeded,
+    run_point_task,
     write_report,
 )
 
@@ -84,38 +80,26 @@ def predict(model, structures) -> np.ndarray:
 def learned_radial(model, r: np.ndarray) -> np.ndarray:
     """Effective radial function: acceleration of a test point along the direction to a
     unit mass at distance r, minus the same without the mass (isolates the pair term)."""
-    vals = []
-    for d in r:
-        with_mass, without = [], []
-        for m in (1.0, 0.0):
-            a = Atoms(DUMMY * 2, positions=[[0, 0, 0], [0, 0, d]])
-            a.arrays["point_mass"] = np.array([1.0, m])
-            (with_mass if m else without).append(a)
-        pred = predict(model, with_mass + without)
-        vals.append((pred[0] - pred[2])[2])
-    return np.array(vals)
+    pred = predict(model, mass_pair_probes(r)).reshape(len(r), 2, 2, 3)
+    return (pred[:, 0, 0] - pred[:, 1, 0])[:, 2]  # at the origin: with minus without, along z
 
 
 def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick=False, seed=0):
     out = Path(out)
     n_train, n_test = (200, 100) if quick else (5000, 1000)
     splits = load_or_make_data(data, out, "gravity", lambda: make_data(n_train, n_test, seed))
-    timer = Timer()
-    history, untrained = [], None
-    if evaluate is None:
-        with seeded(seed):
-            model = TFN(species=[DUMMY], **MODEL).double()
-        untrained = score(model, splits["test"])
-        history = fit_relative(
-            model, splits["train"], "acceleration", keys.VECTORS, 300 if quick else 6000, "gravity"
-        )
-    else:
-        model, _, _ = load_task(evaluate, "gravity")
-    report = score(model, splits["test"])
-    report["untrained"] = untrained
-    report.update(train_seconds=timer.seconds if evaluate is None else None, history=history)
-    if evaluate is None:
-        save_task(out / "gravity.pt", "gravity", model, None, report)
+    model, report = run_point_task(
+        "gravity",
+        out,
+        splits,
+        evaluate,
+        seed,
+        MODEL,
+        "acceleration",
+        keys.VECTORS,
+        300 if quick else 6000,
+        score,
+    )
     r = np.linspace(0.5, 6.5, 200)
     f = learned_radial(model, r)
     table = "\n".join(
@@ -136,7 +120,7 @@ def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick
         ax.set_yscale("log")
         ax.legend()
 
-    plots = {"radial.png": plot_radial, **loss_plot(history)}
+    plots = {"radial.png": plot_radial, **loss_plot(report["history"])}
     write_report(out, "gravity", report, table, plots)
     return report
 

@@ -16,17 +16,13 @@ import numpy as np
 from ase import Atoms
 
 from .. import keys
-from ..model import TFN
 from .common import (
     DUMMY,
-    Timer,
-    fit_relative,
     load_or_make_data,
-    load_task,
     loss_plot,
+    mass_pair_probes,
     predict_points,
-    save_task,
-    seeded,
+    run_point_task,
     write_report,
 )
 
@@ -81,13 +77,7 @@ def predict(model, structures) -> np.ndarray:
 def learned_radial(model, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(l = 0, l = 2) effective radial functions: a unit mass at distance r along z changes
     the tensor at the origin by f0(r) 1 + f2(r) (z z^T - 1/3)."""
-    structures = []
-    for d in r:
-        for m in (1.0, 0.0):
-            a = Atoms(DUMMY * 2, positions=[[0, 0, 0], [0, 0, d]])
-            a.arrays["point_mass"] = np.array([1.0, m])
-            structures.append(a)
-    pred = predict(model, structures).reshape(len(r), 2, 2, 3, 3)
+    pred = predict(model, mass_pair_probes(r)).reshape(len(r), 2, 2, 3, 3)
     delta = pred[:, 0, 0] - pred[:, 1, 0]  # tensor at the origin: with minus without
     f0 = np.trace(delta, axis1=1, axis2=2) / 3
     zz = np.diag([-1 / 3, -1 / 3, 2 / 3])
@@ -99,22 +89,18 @@ def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick
     out = Path(out)
     n_train, n_test = (200, 100) if quick else (2000, 1000)
     splits = load_or_make_data(data, out, "inertia", lambda: make_data(n_train, n_test, seed))
-    timer = Timer()
-    history, untrained = [], None
-    if evaluate is None:
-        with seeded(seed):
-            model = TFN(species=[DUMMY], **MODEL).double()
-        untrained = score(model, splits["test"])
-        history = fit_relative(
-            model, splits["train"], "inertia", keys.TENSORS, 300 if quick else 3000, "inertia"
-        )
-    else:
-        model, _, _ = load_task(evaluate, "inertia")
-    report = score(model, splits["test"])
-    report["untrained"] = untrained
-    report.update(train_seconds=timer.seconds if evaluate is None else None, history=history)
-    if evaluate is None:
-        save_task(out / "inertia.pt", "inertia", model, None, report)
+    model, report = run_point_task(
+        "inertia",
+        out,
+        splits,
+        evaluate,
+        seed,
+        MODEL,
+        "inertia",
+        keys.TENSORS,
+        300 if quick else 3000,
+        score,
+    )
     r = np.linspace(0.0, 1.7, 100)
     f0, f2 = learned_radial(model, r)
     table = "\n".join(
@@ -136,7 +122,7 @@ def run(out: Path, data: Path | None = None, evaluate: Path | None = None, quick
         ax.set_xlabel("r")
         ax.legend()
 
-    plots = {"radial.png": plot_radial, **loss_plot(history)}
+    plots = {"radial.png": plot_radial, **loss_plot(report["history"])}
     write_report(out, "inertia", report, table, plots)
     return report
 

@@ -22,7 +22,7 @@ from ase import Atoms
 from torch import nn
 
 from ..graph import atoms_to_graph, collate
-from ..model import TFN
+from ..model import L1_TO_XYZ, TFN
 from .common import Timer, load_task, loss_plot, save_task, seeded, train_loop, write_report
 
 ELEMENTS = ["H", "C", "N", "O", "F"]
@@ -55,7 +55,7 @@ class MissingPointHead(nn.Module):
     def forward(self, model: TFN, graph):
         x, _, _, _ = model.features(graph)
         out = self.linear(x[..., 0])  # [n, 6]
-        v = model.vector_readout(x[..., 1:4].transpose(1, 2)).squeeze(-1)[:, [2, 0, 1]]  # [n, 3]
+        v = model.vector_readout(x[..., 1:4].transpose(1, 2)).squeeze(-1)[:, L1_TO_XYZ]  # [n, 3]
         return out[:, :-1], out[:, -1], v
 
 
