@@ -10,7 +10,10 @@ Voigt xx yy zz yz xz xy; fully periodic cells only) and ``vectors`` (the
 model's per-atom l = 1 readout [n_atoms, 3], read with
 ``atoms.calc.get_property("vectors", atoms)``). Forces and stress come from
 one autograd pass. The calculator keeps its own dtype and device and never
-touches torch's global state.
+touches torch's global state. Between calls it reuses its neighbour search while no
+atom has moved more than ``skin / 2`` (a Verlet list, :class:`tfn_md.graph.VerletList`);
+the pairs it passes on are exactly those within the cutoff, so results do not depend
+on the skin.
 """
 
 import copy
@@ -20,7 +23,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from . import keys
-from .graph import atoms_to_graph
+from .graph import VerletList, atoms_to_graph
 from .io import load_potential
 from .model import TFN
 from .response import compute_response, full_3x3_to_voigt
@@ -35,6 +38,7 @@ class TFNCalculator(Calculator):
         potential: checkpoint path, shipped potential name, or a TFN model.
         device: torch device ("cpu", "cuda", ...).
         dtype: torch.float32 / torch.float64 (or their names); None keeps the model's.
+        skin: Verlet skin in A for reusing the neighbour search in MD (0: search every call).
     """
 
     implemented_properties = [
@@ -48,7 +52,7 @@ class TFNCalculator(Calculator):
     default_parameters: dict = {}
     nolabel = True
 
-    def __init__(self, potential, device: str = "cpu", dtype=None, **kwargs):
+    def __init__(self, potential, device: str = "cpu", dtype=None, skin: float = 0.5, **kwargs):
         Calculator.__init__(self, **kwargs)
         model = potential if isinstance(potential, TFN) else load_potential(potential)
         if isinstance(dtype, str):
@@ -60,6 +64,8 @@ class TFNCalculator(Calculator):
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        cutoff = self.model.cutoff
+        self.neighbours = None if cutoff is None else VerletList(cutoff, skin)
 
     def calculate(self, atoms=None, properties=(keys.ENERGY,), system_changes=all_changes):
         Calculator.calculate(self, atoms, properties, system_changes)
@@ -81,7 +87,8 @@ class TFNCalculator(Calculator):
             if periodic:
                 self.results[keys.STRESS] = np.zeros(6)
             return
-        graph = atoms_to_graph(atoms, self.model.cutoff, dtype=self.dtype, device=self.device)
+        pairs = None if self.neighbours is None else self.neighbours(atoms)
+        graph = atoms_to_graph(atoms, self.model.cutoff, self.dtype, self.device, pairs)
         out = compute_response(self.model, graph, forces=True, stress=periodic)
         energy = float(out[keys.ENERGY].sum().item())
         self.results = {

@@ -23,7 +23,15 @@ import torch
 from ase import Atoms
 from torch import Tensor
 
-__all__ = ["Graph", "all_pairs", "atoms_to_graph", "check_atoms", "collate", "neighbour_list"]
+__all__ = [
+    "Graph",
+    "VerletList",
+    "all_pairs",
+    "atoms_to_graph",
+    "check_atoms",
+    "collate",
+    "neighbour_list",
+]
 
 MIN_DISTANCE = 1e-6  # Angstrom: closer pairs are an input error
 
@@ -90,14 +98,61 @@ def neighbour_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray,
     box = atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
     nl = NeighborList(cutoff=cutoff, full_list=True)
     i, j, s, d = nl.compute(atoms.positions, box, atoms.pbc, quantities="ijSd")
+    _check_distances(i, j, d)
+    order = np.argsort(i, kind="stable")  # sorted by centre: the model can block over atoms
+    return i[order].astype(np.int64), j[order].astype(np.int64), s[order].astype(np.int64)
+
+
+def _check_distances(i: np.ndarray, j: np.ndarray, d: np.ndarray) -> None:
     if len(d) and d.min() < MIN_DISTANCE:
         k = int(np.argmin(d))
         raise ValueError(
             f"atoms {i[k]} and {j[k]} are {d[k]:.3g} A apart (closer than {MIN_DISTANCE} A): "
             "overlapping atoms"
         )
-    order = np.argsort(i, kind="stable")  # sorted by centre: the model can block over atoms
-    return i[order].astype(np.int64), j[order].astype(np.int64), s[order].astype(np.int64)
+
+
+class VerletList:
+    """A neighbour list with a Verlet skin, for MD: pairs are searched within
+    ``cutoff + skin`` and the search is reused while no atom has moved more than skin / 2
+    since it was made (and numbers, cell and pbc are unchanged); then no pair can have
+    come from beyond ``cutoff + skin``. Each call returns exactly the pairs within
+    ``cutoff`` (distances recomputed, O(n_edges)), in centre order, so results are those
+    of a fresh :func:`neighbour_list` up to the order of summation. ``skin = 0`` searches
+    every call. ``n_builds`` counts the searches."""
+
+    def __init__(self, cutoff: float, skin: float = 0.5):
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0, got {skin}")
+        self.cutoff, self.skin = float(cutoff), float(skin)
+        self.n_builds = 0
+        self._ref = None  # (positions, numbers, cell, pbc) of the last search
+        self._pairs = None
+
+    def _stale(self, atoms: Atoms) -> bool:
+        if self._ref is None or self.skin == 0:
+            return True
+        pos, numbers, cell, pbc = self._ref
+        if (len(atoms) != len(numbers) or not np.array_equal(atoms.numbers, numbers)
+                or not np.array_equal(atoms.cell.array, cell) or not np.array_equal(atoms.pbc, pbc)):
+            return True
+        moved = np.einsum("ij,ij->i", atoms.positions - pos, atoms.positions - pos)
+        return bool(moved.max(initial=0.0) > (0.5 * self.skin) ** 2)
+
+    def __call__(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(i, j, S) as :func:`neighbour_list` gives for ``cutoff``."""
+        check_atoms(atoms)
+        if self._stale(atoms):
+            self._pairs = neighbour_list(atoms, self.cutoff + self.skin)
+            self._ref = (atoms.positions.copy(), atoms.numbers.copy(), atoms.cell.array.copy(),
+                         atoms.pbc.copy())
+            self.n_builds += 1
+        i, j, s = self._pairs
+        box = atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
+        d = np.linalg.norm(atoms.positions[j] - atoms.positions[i] + s @ box, axis=1)
+        _check_distances(i, j, d)
+        keep = d < self.cutoff
+        return i[keep], j[keep], s[keep]
 
 
 def all_pairs(n_atoms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -111,9 +166,13 @@ def atoms_to_graph(
     cutoff: float | None,
     dtype: torch.dtype = torch.float64,
     device=None,
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> Graph:
-    """One structure -> a :class:`Graph`; ``cutoff=None`` connects all pairs (self included)."""
-    if cutoff is None:
+    """One structure -> a :class:`Graph`; ``cutoff=None`` connects all pairs (self included).
+    ``pairs`` = (i, j, S) found already (e.g. by a :class:`VerletList`) skips the search."""
+    if pairs is not None:
+        i, j, s = pairs
+    elif cutoff is None:
         check_atoms(atoms)
         i, j, s = all_pairs(len(atoms))
     else:
