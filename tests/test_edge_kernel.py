@@ -1,4 +1,5 @@
-"""The fused edge kernel against autograd's numerical checks, with many chunks."""
+"""The fused edge kernel (radial MLP inside) against autograd's numerical checks and
+against the same mathematics written with plain autograd ops, with many chunks."""
 
 import torch
 
@@ -7,20 +8,45 @@ from tfn_md.nn.convolution import TFNConvolution
 from tfn_md.nn.edge_kernel import fused_edge_conv
 
 
-def test_fused_edge_conv_gradients(monkeypatch):
-    monkeypatch.setattr(edge_kernel, "CHUNK_ELEMENTS", 200)  # forces many small chunks
+def setup(e=40, n=5, c=3, n_basis=4):
     gen = torch.Generator().manual_seed(0)
-    n, e, c = 5, 40, 3
-    conv = TFNConvolution(c, 2, 2, 2, 4, 8)
+    conv = TFNConvolution(c, 2, 2, 2, n_basis, 8).double()
     plan, _ = conv.plan(torch.float64, "cpu")
-    xt = torch.randn(n, 9, c, generator=gen, dtype=torch.float64, requires_grad=True)
-    y = torch.randn(e, 9, generator=gen, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(e, len(conv.paths), c, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    inputs = (rand(n, 9, c), rand(e, 9), rand(e, n_basis), rand(e))
     src = torch.randint(0, n, (e,), generator=gen)
     dst = torch.randint(0, n, (e,), generator=gen)
+    return conv, plan, inputs, src, dst
 
-    def f(xt, y, w):
-        return fused_edge_conv(xt, y, w, src, dst, plan)
 
-    assert torch.autograd.gradcheck(f, (xt, y, w))
-    assert torch.autograd.gradgradcheck(f, (xt, y, w))  # training on forces needs this
+def test_fused_edge_conv_gradients(monkeypatch):
+    monkeypatch.setattr(edge_kernel, "CHUNK_ELEMENTS", 200)  # forces many small chunks
+    conv, plan, inputs, src, dst = setup()
+    params = tuple(conv.radial.parameters())
+
+    def f(xt, y, basis, env, *_):  # the MLP parameters are read from the module
+        return fused_edge_conv(xt, y, basis, env, conv.radial, src, dst, plan)
+
+    assert torch.autograd.gradcheck(f, inputs + params)
+    assert torch.autograd.gradgradcheck(f, inputs + params)  # training on forces needs this
+
+
+def test_fused_edge_conv_matches_unfused(monkeypatch):
+    """out[i, k, c] = sum_e w[e, p(k), c] sum_m A[e, m, k] x[j_e, m, c] by einsum."""
+    monkeypatch.setattr(edge_kernel, "CHUNK_ELEMENTS", 300)
+    conv, plan, (xt, y, basis, env), src, dst = setup(e=60)
+    w = conv.radial(basis) * env[:, None, None]  # [E, P, c]
+    cols = []
+    for b in plan.blocks:
+        a = (y @ b.c2).view(y.shape[0], b.rows.stop - b.rows.start, -1)
+        msg = torch.einsum("emk,emc->ekc", a, xt[src][:, b.rows])
+        for p0, p1, q0, q1, m in b.groups:
+            seg = msg[:, q0:q1].reshape(-1, p1 - p0, m, xt.shape[2]) * w[:, p0:p1, None]
+            cols.append(seg.reshape(y.shape[0], q1 - q0, -1))
+    expected = torch.zeros(xt.shape[0], plan.n_cols, xt.shape[2], dtype=torch.float64)
+    expected.index_add_(0, dst, torch.cat(cols, 1))
+    out = fused_edge_conv(xt, y, basis, env, conv.radial, src, dst, plan)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)

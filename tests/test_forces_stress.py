@@ -79,19 +79,3 @@ def test_numerical_forces_sanity_float32_model():
     assert atoms.calc.model.e0.dtype == torch.float64
     assert model.e0.dtype == torch.float32  # the caller's model is untouched
     assert np.abs(atoms.get_forces() - calculate_numerical_forces(atoms, eps=1e-4)).max() < 1e-6
-
-
-def test_atom_blocked_convolution_is_exact(monkeypatch):
-    """Large graphs run the convolution in blocks of atoms with recomputation; the
-    result must equal the one-pass result (forced here with a tiny block size)."""
-    import tfn_md.nn.convolution as conv
-
-    atoms = triclinic_cu(repeat=(2, 2, 1))
-    model = make_model(species=["Cu"], cutoff=4.5)
-    atoms.calc = TFNCalculator(model)
-    e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
-    monkeypatch.setattr(conv, "MAX_BLOCK_EDGES", 50)
-    atoms.calc = TFNCalculator(model)
-    assert abs(atoms.get_potential_energy() - e) < 1e-10
-    assert np.abs(atoms.get_forces() - f).max() < 1e-10
-    assert np.abs(atoms.get_stress() - s).max() < 1e-10

@@ -16,41 +16,24 @@ over neighbours (permutation equivariance).
 Implementation (no Python loop over atoms, edges or single paths): the paths of
 one input order lI form a block with one constant CG matrix C_lI [D_F, 2lI+1, K_lI],
 so per edge and block
+    R[e]   = u(r_e) MLP(B(r_e))                # [P, c]          two GEMMs
     A[e]   = Y[e] · C_lI                       # [2lI+1, K_lI]   one GEMM
     msg[e] = A[e]^T V^lI[j_e] * R[e, path(k)]  # [K_lI, c]       one bmm
     out    = index_add over centres i_e        # [n, K, c]
-evaluated in cache-sized chunks of edges by :mod:`tfn_md.nn.edge_kernel`.
+evaluated in cache-sized chunks of edges by :mod:`tfn_md.nn.edge_kernel`, which stores
+nothing per edge beyond its inputs, so memory grows as O(E (n_basis + D_F)) at any size.
 """
 
 import math
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from ..so3 import clebsch_gordan, sh_dim, sh_slice
 from .edge_kernel import Block, EdgePlan, fused_edge_conv
 from .radial import RadialMLP
 
-__all__ = ["TFNConvolution", "atom_blocks", "tfn_paths"]
-
-MAX_BLOCK_EDGES = 1 << 16  # graphs with more edges are processed in blocks of atoms
-
-
-def atom_blocks(centre: Tensor, n_atoms: int, max_edges: int):
-    """[(a0, a1, e0, e1)]: atoms a0..a1 own edges e0..e1, at most ~max_edges each; None if
-    one block suffices or the edges are not sorted by centre (then no blocking)."""
-    n_edges = centre.shape[0]
-    if n_edges <= max_edges or bool((centre[1:] < centre[:-1]).any()):
-        return None
-    starts = torch.searchsorted(centre, torch.arange(n_atoms + 1, device=centre.device))
-    block_of_atom = starts[:-1] // max_edges  # [n_atoms], non-decreasing
-    cuts = (torch.nonzero(block_of_atom[1:] != block_of_atom[:-1]).flatten() + 1).tolist()
-    bounds = [0] + cuts + [n_atoms]
-    starts = starts.tolist()
-    blocks = [(a0, a1, starts[a0], starts[a1]) for a0, a1 in zip(bounds[:-1], bounds[1:])]
-    return blocks
-
+__all__ = ["TFNConvolution", "tfn_paths"]
 
 def tfn_paths(l_in: int, l_filter: int, l_out: int) -> list[tuple[int, int, int]]:
     """All (lI, lF, lO) with lI <= l_in, lF <= l_filter, lO <= l_out and the triangle rule,
@@ -136,13 +119,6 @@ class TFNConvolution(nn.Module):
             self._plans[key] = (EdgePlan(tuple(blocks), col), self._by_lo.to(device))
         return self._plans[key]
 
-    def _messages(self, xt, sh, basis, envelope, src, dst, plan, n_out):
-        """Radial weights and the fused edge contraction -> [n_out, K, c] (path order)."""
-        weights = self.radial(basis)  # [E, P, c]
-        if envelope is not None:
-            weights = weights * envelope[:, None, None]
-        return fused_edge_conv(xt, sh, weights, src, dst, plan, n_out)
-
     @property
     def out_channels(self) -> list[int]:
         """Channels per output order after concatenation: c * n_paths(lO)."""
@@ -168,16 +144,8 @@ class TFNConvolution(nn.Module):
         plan, by_lo = self.plan(x.dtype, x.device)
         xt = x[:, :, : sh_dim(self.l_in)].transpose(1, 2).contiguous()  # [n, D_in, c]
         sh = edge_sh[:, : self._d_f]
-        blocks = atom_blocks(centre, n, MAX_BLOCK_EDGES)
-        if blocks is None:  # one pass over all edges
-            out = self._messages(xt, sh, edge_basis, edge_envelope, neighbour, centre, plan, n)
-        else:  # large graphs: atom blocks, recomputed in backward (memory O(block))
-            out = torch.cat([
-                checkpoint(self._messages, xt, sh[e0:e1], edge_basis[e0:e1],
-                           None if edge_envelope is None else edge_envelope[e0:e1],
-                           neighbour[e0:e1], centre[e0:e1] - a0, plan, a1 - a0,
-                           use_reentrant=False)
-                for a0, a1, e0, e1 in blocks])
+        out = fused_edge_conv(xt, sh, edge_basis, edge_envelope, self.radial, neighbour, centre,
+                              plan, n)
         out = out[:, by_lo]  # [n, K, c], columns grouped by lO
         out = out * (1.0 / math.sqrt(self.avg_num_neighbors))
         blocks, col = [], 0

@@ -16,13 +16,20 @@ in cache, forward and again in backward (recomputing A and the messages), so not
 of size [E, K, c] is stored. The backward is made of differentiable torch ops, so
 double backward (training on forces) works.
 
-Shapes: xt [n, D_in, c] (features, channels last), y [E, D_F], w [E, P, c]
--> out [n, K, c], columns in path order.
+The radial weights w_e = u(r_e) MLP(B(r_e)) [P, c] are computed inside the same chunks
+from the basis B [E, n_basis] and envelope u [E] (the MLP's parameters are inputs of the
+Function), so they are never stored for the whole graph either: memory stays
+O(E (n_basis + D_F)) and a 100k-atom graph needs no blocking or recomputation of the
+forward.
+
+Shapes: xt [n, D_in, c] (features, channels last), y [E, D_F], basis [E, n_basis],
+envelope [E] -> out [n, K, c], columns in path order.
 """
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["Block", "EdgePlan", "chunk_edges", "fused_edge_conv"]
@@ -61,32 +68,50 @@ def _weighted(msg: Tensor, w: Tensor, groups) -> Tensor:
          for p0, p1, q0, q1, m in groups], dim=1)
 
 
+def _silu_grad(pre: Tensor) -> Tensor:
+    s = torch.sigmoid(pre)
+    return s * (1 + pre * (1 - s))
+
+
 class FusedEdgeConv(torch.autograd.Function):
+    """The edge contraction with the radial MLP inside it: per chunk of edges,
+    w = u(r) (W2 SiLU(W1 B(r) + b1) + b2) is made, used and dropped, in forward and again in
+    backward, so no [E, P, c] weight tensor is ever stored (memory O(E n_basis))."""
+
     @staticmethod
-    def forward(ctx, xt, y, w, src, dst, plan: EdgePlan, n_out: int):
+    def forward(ctx, xt, y, basis, env, w1, b1, w2, b2, src, dst, plan: EdgePlan, n_out: int):
         c = xt.shape[2]
         outs = [xt.new_zeros(n_out, b.cols.stop - b.cols.start, c) for b in plan.blocks]
         for sl in chunk_edges(y.shape[0], plan.n_cols, c):
-            ys, ws, xs, d = y[sl], w[sl], xt[src[sl]], dst[sl]
+            ys, xs, d = y[sl], xt[src[sl]], dst[sl]
+            e = ys.shape[0]
+            ws = torch.addmm(b2, F.silu(torch.addmm(b1, basis[sl], w1.T)), w2.T)
+            ws = (ws * env[sl, None]).view(e, -1, c)  # [e, P, c]
             for b, out in zip(plan.blocks, outs):
-                a = (ys @ b.c2).view(ys.shape[0], b.rows.stop - b.rows.start, -1)  # [e, dI, Kb]
+                a = (ys @ b.c2).view(e, b.rows.stop - b.rows.start, -1)  # [e, dI, Kb]
                 msg = torch.bmm(a.transpose(1, 2), xs[:, b.rows])  # [e, Kb, c]
                 out.index_add_(0, d, _weighted(msg, ws, b.groups))
-        ctx.save_for_backward(xt, y, w, src, dst)
+        ctx.save_for_backward(xt, y, basis, env, w1, b1, w2, b2, src, dst)
         ctx.plan = plan
         return torch.cat(outs, dim=1)
 
     @staticmethod
     def backward(ctx, g_out):
-        xt, y, w, src, dst = ctx.saved_tensors
+        xt, y, basis, env, w1, b1, w2, b2, src, dst = ctx.saved_tensors
         plan = ctx.plan
         c = xt.shape[2]
+        need = ctx.needs_input_grad
         g_outs = [g_out[:, b.cols].contiguous() for b in plan.blocks]
         g_xt = torch.zeros_like(xt)
-        g_y, g_w = [], []
+        g_y, g_basis, g_env = [], [], []
+        g_w1 = g_b1 = g_w2 = g_b2 = None
         for sl in chunk_edges(y.shape[0], plan.n_cols, c):
-            ys, ws, xs, d = y[sl], w[sl], xt[src[sl]], dst[sl]
+            ys, xs, d, bs, us = y[sl], xt[src[sl]], dst[sl], basis[sl], env[sl, None]
             e = ys.shape[0]
+            pre = torch.addmm(b1, bs, w1.T)  # [e, hidden]
+            h = F.silu(pre)
+            w0 = torch.addmm(b2, h, w2.T)  # [e, P c], before the envelope
+            ws = (w0 * us).view(e, -1, c)
             g_ys, g_xs, g_ws = 0, [], []
             for b, g_o in zip(plan.blocks, g_outs):
                 a = (ys @ b.c2).view(e, b.rows.stop - b.rows.start, -1)  # [e, dI, Kb]
@@ -102,14 +127,36 @@ class FusedEdgeConv(torch.autograd.Function):
                 g_ys = g_ys + g_a.reshape(e, -1) @ b.c2.T  # [e, D_F]
             g_xt.index_add_(0, src[sl], torch.cat(g_xs, dim=1))  # in place: O(E) not O(E n)
             g_y.append(g_ys)
-            g_w.append(torch.cat(g_ws, dim=1))  # [e, P, c] (blocks hold paths in order)
-        g_y = torch.cat(g_y) if g_y else torch.zeros_like(y)
-        g_w = torch.cat(g_w) if g_w else torch.zeros_like(w)
-        return g_xt, g_y, g_w, None, None, None, None
+            g_w = torch.cat(g_ws, dim=1).view(e, -1)  # [e, P c] (blocks hold paths in order)
+            g_env.append((g_w * w0).sum(1))
+            g_w0 = g_w * us
+            g_pre = (g_w0 @ w2) * _silu_grad(pre)  # [e, hidden]
+            g_basis.append(g_pre @ w1)
+            if need[4] or need[5] or need[6] or need[7]:  # radial MLP parameters
+                parts = (g_pre.T @ bs, g_pre.sum(0), g_w0.T @ h, g_w0.sum(0))
+                if g_w1 is None:
+                    g_w1, g_b1, g_w2, g_b2 = parts
+                else:
+                    g_w1, g_b1, g_w2, g_b2 = (
+                        g + p for g, p in zip((g_w1, g_b1, g_w2, g_b2), parts))
+        if not g_y:  # no edges
+            g_y, g_basis, g_env = torch.zeros_like(y), torch.zeros_like(basis), torch.zeros_like(env)
+        else:
+            g_y, g_basis, g_env = torch.cat(g_y), torch.cat(g_basis), torch.cat(g_env)
+        if g_w1 is None and any(need[4:8]):
+            g_w1, g_b1, g_w2, g_b2 = (torch.zeros_like(t) for t in (w1, b1, w2, b2))
+        return (g_xt, g_y, g_basis, g_env, g_w1, g_b1, g_w2, g_b2,
+                None, None, None, None)
 
 
-def fused_edge_conv(xt: Tensor, y: Tensor, w: Tensor, src: Tensor, dst: Tensor,
-                    plan: EdgePlan, n_out: int | None = None) -> Tensor:
-    """See the module docstring: [n, D_in, c], [E, D_F], [E, P, c] -> [n_out, K, c]
-    (``dst`` indexes the n_out output rows; default n_out = n)."""
-    return FusedEdgeConv.apply(xt, y, w, src, dst, plan, xt.shape[0] if n_out is None else n_out)
+def fused_edge_conv(xt: Tensor, y: Tensor, basis: Tensor, envelope: Tensor | None,
+                    radial, src: Tensor, dst: Tensor, plan: EdgePlan,
+                    n_out: int | None = None) -> Tensor:
+    """See the module docstring: [n, D_in, c], [E, D_F], [E, n_basis], [E] or None,
+    a :class:`~tfn_md.nn.radial.RadialMLP` -> [n_out, K, c] (``dst`` indexes the n_out
+    output rows; default n_out = n)."""
+    if envelope is None:
+        envelope = basis.new_ones(basis.shape[0])
+    return FusedEdgeConv.apply(
+        xt, y, basis, envelope, radial.hidden.weight, radial.hidden.bias, radial.out.weight,
+        radial.out.bias, src, dst, plan, xt.shape[0] if n_out is None else n_out)
