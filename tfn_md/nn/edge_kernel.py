@@ -60,12 +60,35 @@ def chunk_edges(n_edges: int, k: int, c: int) -> list[slice]:
     return [slice(s, min(s + size, n_edges)) for s in range(0, n_edges, size)]
 
 
-def _weighted(msg: Tensor, w: Tensor, groups) -> Tensor:
-    """msg [e, K_b, c] times each path's weights w [e, P, c], by broadcasting per group."""
+def _weighted(msg: Tensor, w: Tensor, groups, out: Tensor | None = None) -> Tensor:
+    """msg [e, K_b, c] times each path's weights w [e, P, c], by broadcasting per group,
+    written into ``out`` [e, K_b, c] (a view may be given) unless autograd records (then
+    a differentiable concatenation)."""
     e, _, c = msg.shape
-    return torch.cat(
-        [(msg[:, q0:q1].view(e, p1 - p0, m, c) * w[:, p0:p1, None, :]).view(e, q1 - q0, c)
-         for p0, p1, q0, q1, m in groups], dim=1)
+    if torch.is_grad_enabled():
+        return torch.cat(
+            [(msg[:, q0:q1].view(e, p1 - p0, m, c) * w[:, p0:p1, None, :]).view(e, q1 - q0, c)
+             for p0, p1, q0, q1, m in groups], dim=1)
+    out = torch.empty_like(msg) if out is None else out
+    for p0, p1, q0, q1, m in groups:
+        torch.mul(msg[:, q0:q1].view(e, p1 - p0, m, c), w[:, p0:p1, None, :],
+                  out=out[:, q0:q1].view(e, p1 - p0, m, c))
+    return out
+
+
+def _contract(a: Tensor, x: Tensor) -> Tensor:
+    """a [e, dI, Kb], x [e, dI, c] -> sum_m a[e, m, k] x[e, m, c] [e, Kb, c]
+    (for dI = 1 an outer product, far faster as a broadcast than as a batched GEMM)."""
+    if a.shape[1] == 1:
+        return a.transpose(1, 2) * x
+    return torch.bmm(a.transpose(1, 2), x)
+
+
+def _contract_back(a: Tensor, g: Tensor) -> Tensor:
+    """a [e, dI, Kb], g [e, Kb, c] -> sum_k a[e, m, k] g[e, k, c] [e, dI, c]."""
+    if a.shape[1] == 1:
+        return (a.transpose(1, 2) * g).sum(1, keepdim=True)
+    return torch.bmm(a, g)
 
 
 def _silu_grad(pre: Tensor) -> Tensor:
@@ -81,19 +104,23 @@ class FusedEdgeConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xt, y, basis, env, w1, b1, w2, b2, src, dst, plan: EdgePlan, n_out: int):
         c = xt.shape[2]
-        outs = [xt.new_zeros(n_out, b.cols.stop - b.cols.start, c) for b in plan.blocks]
-        for sl in chunk_edges(y.shape[0], plan.n_cols, c):
+        out = xt.new_zeros(n_out, plan.n_cols, c)
+        chunks = chunk_edges(y.shape[0], plan.n_cols, c)
+        buffer = xt.new_empty(chunks[0].stop - chunks[0].start if chunks else 0, plan.n_cols, c)
+        for sl in chunks:
             ys, xs, d = y[sl], xt[src[sl]], dst[sl]
             e = ys.shape[0]
             ws = torch.addmm(b2, F.silu(torch.addmm(b1, basis[sl], w1.T)), w2.T)
             ws = (ws * env[sl, None]).view(e, -1, c)  # [e, P, c]
-            for b, out in zip(plan.blocks, outs):
+            weighted = buffer[:e]  # [e, K, c], every column written below
+            for b in plan.blocks:
                 a = (ys @ b.c2).view(e, b.rows.stop - b.rows.start, -1)  # [e, dI, Kb]
-                msg = torch.bmm(a.transpose(1, 2), xs[:, b.rows])  # [e, Kb, c]
-                out.index_add_(0, d, _weighted(msg, ws, b.groups))
+                msg = _contract(a, xs[:, b.rows])  # [e, Kb, c]
+                _weighted(msg, ws, b.groups, out=weighted[:, b.cols])
+            out.index_add_(0, d, weighted)
         ctx.save_for_backward(xt, y, basis, env, w1, b1, w2, b2, src, dst)
         ctx.plan = plan
-        return torch.cat(outs, dim=1)
+        return out
 
     @staticmethod
     def backward(ctx, g_out):
@@ -101,7 +128,6 @@ class FusedEdgeConv(torch.autograd.Function):
         plan = ctx.plan
         c = xt.shape[2]
         need = ctx.needs_input_grad
-        g_outs = [g_out[:, b.cols].contiguous() for b in plan.blocks]
         g_xt = torch.zeros_like(xt)
         g_y, g_basis, g_env = [], [], []
         g_w1 = g_b1 = g_w2 = g_b2 = None
@@ -113,16 +139,17 @@ class FusedEdgeConv(torch.autograd.Function):
             w0 = torch.addmm(b2, h, w2.T)  # [e, P c], before the envelope
             ws = (w0 * us).view(e, -1, c)
             g_ys, g_xs, g_ws = 0, [], []
-            for b, g_o in zip(plan.blocks, g_outs):
+            g_msgs = g_out[d]  # [e, K, c]
+            for b in plan.blocks:
                 a = (ys @ b.c2).view(e, b.rows.stop - b.rows.start, -1)  # [e, dI, Kb]
                 x_b = xs[:, b.rows]  # [e, dI, c]
-                g_msg = g_o[d]  # [e, Kb, c]
-                t = torch.bmm(a.transpose(1, 2), x_b)  # [e, Kb, c] (recomputed)
+                g_msg = g_msgs[:, b.cols]  # [e, Kb, c]
+                t = _contract(a, x_b)  # [e, Kb, c] (recomputed)
                 prod = g_msg * t
                 g_ws += [prod[:, q0:q1].view(e, p1 - p0, m, c).sum(2)
                          for p0, p1, q0, q1, m in b.groups]
                 g_t = _weighted(g_msg, ws, b.groups)  # [e, Kb, c]
-                g_xs.append(torch.bmm(a, g_t))  # [e, dI, c]
+                g_xs.append(_contract_back(a, g_t))  # [e, dI, c]
                 g_a = torch.bmm(x_b, g_t.transpose(1, 2))  # [e, dI, Kb]
                 g_ys = g_ys + g_a.reshape(e, -1) @ b.c2.T  # [e, D_F]
             g_xt.index_add_(0, src[sl], torch.cat(g_xs, dim=1))  # in place: O(E) not O(E n)
