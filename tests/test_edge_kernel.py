@@ -1,6 +1,7 @@
 """The fused edge kernel (radial MLP inside) against autograd's numerical checks and
 against the same mathematics written with plain autograd ops, with many chunks."""
 
+import pytest
 import torch
 
 import tfn_md.nn.edge_kernel as edge_kernel
@@ -8,10 +9,15 @@ from tfn_md.nn.convolution import TFNConvolution
 from tfn_md.nn.edge_kernel import fused_edge_conv
 
 
-def setup(e=40, n=5, c=3, n_basis=4):
+def setup(e=40, n=5, c=3, n_basis=4, l_out=2):
+    """A convolution 2 x 2 -> 2 and its kernel plan for outputs up to ``l_out`` (l_out = 0
+    gives blocks with one output column: the kernel's matrix-vector special cases)."""
     gen = torch.Generator().manual_seed(0)
     conv = TFNConvolution(c, 2, 2, 2, n_basis, 8).double()
-    plan, _ = conv.plan(torch.float64, "cpu")
+    plan, _, rows = conv.plan(torch.float64, "cpu", l_out)
+    if rows is not None:  # keep the radial functions of the computed paths only
+        conv.radial.out.weight.data = conv.radial.out.weight.data[rows]
+        conv.radial.out.bias.data = conv.radial.out.bias.data[rows]
 
     def rand(*shape):
         return torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -22,23 +28,26 @@ def setup(e=40, n=5, c=3, n_basis=4):
     return conv, plan, inputs, src, dst
 
 
-def test_fused_edge_conv_gradients(monkeypatch):
+@pytest.mark.parametrize("l_out", [2, 0])
+def test_fused_edge_conv_gradients(monkeypatch, l_out):
     monkeypatch.setattr(edge_kernel, "CHUNK_ELEMENTS", 200)  # forces many small chunks
-    conv, plan, inputs, src, dst = setup()
+    conv, plan, inputs, src, dst = setup(l_out=l_out)
     params = tuple(conv.radial.parameters())
 
-    def f(xt, y, basis, env, *_):  # the MLP parameters are read from the module
-        return fused_edge_conv(xt, y, basis, env, conv.radial, src, dst, plan)
+    def f(xt, y, basis, env, *radial):
+        return fused_edge_conv(xt, y, basis, env, radial, src, dst, plan)
 
     assert torch.autograd.gradcheck(f, inputs + params)
     assert torch.autograd.gradgradcheck(f, inputs + params)  # training on forces needs this
 
 
-def test_fused_edge_conv_matches_unfused(monkeypatch):
+@pytest.mark.parametrize("l_out", [2, 0])
+def test_fused_edge_conv_matches_unfused(monkeypatch, l_out):
     """out[i, k, c] = sum_e w[e, p(k), c] sum_m A[e, m, k] x[j_e, m, c] by einsum."""
     monkeypatch.setattr(edge_kernel, "CHUNK_ELEMENTS", 300)
-    conv, plan, (xt, y, basis, env), src, dst = setup(e=60)
-    w = conv.radial(basis) * env[:, None, None]  # [E, P, c]
+    conv, plan, (xt, y, basis, env), src, dst = setup(e=60, l_out=l_out)
+    r = conv.radial
+    w = r.out(r.act(r.hidden(basis))).view(60, -1, xt.shape[2]) * env[:, None, None]
     cols = []
     for b in plan.blocks:
         a = (y @ b.c2).view(y.shape[0], b.rows.stop - b.rows.start, -1)
@@ -48,5 +57,5 @@ def test_fused_edge_conv_matches_unfused(monkeypatch):
             cols.append(seg.reshape(y.shape[0], q1 - q0, -1))
     expected = torch.zeros(xt.shape[0], plan.n_cols, xt.shape[2], dtype=torch.float64)
     expected.index_add_(0, dst, torch.cat(cols, 1))
-    out = fused_edge_conv(xt, y, basis, env, conv.radial, src, dst, plan)
+    out = fused_edge_conv(xt, y, basis, env, tuple(conv.radial.parameters()), src, dst, plan)
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)

@@ -79,3 +79,19 @@ def test_numerical_forces_sanity_float32_model():
     assert atoms.calc.model.e0.dtype == torch.float64
     assert model.e0.dtype == torch.float32  # the caller's model is untouched
     assert np.abs(atoms.get_forces() - calculate_numerical_forces(atoms, eps=1e-4)).max() < 1e-6
+
+
+def test_energy_only_pass_matches_full_pass():
+    """The calculator's energy-only pass (last layer computes l = 0 outputs only) gives the
+    energy, forces and stress of the full pass, and the full pass still gives vectors."""
+    from tfn_md.graph import atoms_to_graph
+    from tfn_md.response import compute_response
+
+    atoms = triclinic_cu(repeat=(2, 1, 1))
+    model = make_model(species=["Cu"], cutoff=4.5, l_max=3, layers=3)
+    graph = atoms_to_graph(atoms, model.cutoff)
+    full = compute_response(model, graph, stress=True)
+    lean = compute_response(model, graph, stress=True, energy_only=True)
+    assert "vectors" in full and "vectors" not in lean
+    for key in ("energy", "energies", "forces", "stress"):
+        torch.testing.assert_close(lean[key], full[key], rtol=1e-12, atol=1e-12)

@@ -89,7 +89,8 @@ class TFNCalculator(Calculator):
             return
         pairs = None if self.neighbours is None else self.neighbours(atoms)
         graph = atoms_to_graph(atoms, self.model.cutoff, self.dtype, self.device, pairs)
-        out = compute_response(self.model, graph, forces=True, stress=periodic)
+        out = compute_response(self.model, graph, forces=True, stress=periodic,
+                               energy_only=keys.VECTORS not in properties)
         energy = float(out[keys.ENERGY].sum().item())
         self.results = {
             keys.ENERGY: energy,

@@ -154,10 +154,15 @@ class TFN(nn.Module):
         offset = torch.einsum("ek,ekl->el", graph.shifts, cell_i)
         return graph.positions[j] - graph.positions[i] + offset
 
-    def _interactions(self, x: Tensor, sh, basis, envelope, edge_index: Tensor) -> Tensor:
-        """The TFN layers: [n, c, 1] species features -> [n, c, (l_last+1)^2]."""
-        for conv, si, nl in zip(self.convolutions, self.self_interactions, self.nonlinearities):
-            h = nl(si(conv(x, sh, basis, envelope, edge_index)))  # [n, c, D_out]
+    def _interactions(self, x: Tensor, sh, basis, envelope, edge_index: Tensor,
+                      scalars_only: bool = False) -> Tensor:
+        """The TFN layers: [n, c, 1] species features -> [n, c, (l_last+1)^2]
+        (-> [n, c, 1] with ``scalars_only``: the last layer computes only l = 0 outputs)."""
+        last = len(self.convolutions) - 1
+        layers = zip(self.convolutions, self.self_interactions, self.nonlinearities)
+        for k, (conv, si, nl) in enumerate(layers):
+            l_out = 0 if scalars_only and k == last else None
+            h = nl(si(conv(x, sh, basis, envelope, edge_index, l_out)))  # [n, c, D_out]
             if self.config.residual:
                 d = min(x.shape[-1], h.shape[-1])
                 h = torch.cat([h[..., :d] + x[..., :d], h[..., d:]], dim=-1)
@@ -178,9 +183,11 @@ class TFN(nn.Module):
             attrs = torch.cat([attrs, graph.node_scalars.to(dtype)], dim=1)
         return self.embedding(attrs)[:, :, None], species
 
-    def features(self, graph: Graph) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def features(self, graph: Graph, scalars_only: bool = False
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The TFN layers on ``graph``: features [n, c, (l_last+1)^2], features of the same
-        atoms without neighbours [n, c, (l_last+1)^2], species index [n], edge lengths [E]."""
+        atoms without neighbours [n, c, (l_last+1)^2], species index [n], edge lengths [E].
+        ``scalars_only``: only the l = 0 features of the last layer ([n, c, 1] each)."""
         cfg = self.config
         x0, species = self.embed(graph)
         vec = self.edge_vectors(graph)  # [E, 3]
@@ -192,7 +199,7 @@ class TFN(nn.Module):
             if cfg.basis == "bessel"
             else None
         )
-        x = self._interactions(x0, sh, basis, envelope, graph.edge_index)
+        x = self._interactions(x0, sh, basis, envelope, graph.edge_index, scalars_only)
         # an atom without neighbours depends only on its embedding: one row per species
         # suffices unless per-atom scalar inputs make every atom's embedding its own
         per_species = cfg.n_scalar_inputs == 0
@@ -201,15 +208,18 @@ class TFN(nn.Module):
             x0 = self.embedding(eye)[:, :, None]  # [S, c, 1]
         no_edges = torch.zeros(2, 0, dtype=torch.long, device=x0.device)
         isolated = self._interactions(
-            x0, sh[:0], basis[:0], None if envelope is None else envelope[:0], no_edges
+            x0, sh[:0], basis[:0], None if envelope is None else envelope[:0], no_edges,
+            scalars_only,
         )
         return x, isolated[species] if per_species else isolated, species, length
 
-    def forward(self, graph: Graph) -> dict[str, Tensor]:
+    def forward(self, graph: Graph, energy_only: bool = False) -> dict[str, Tensor]:
         """Per-atom energies [n], total energy [n_graphs], per-atom vectors [n, 3]
-        (and symmetric tensors [n, 3, 3] when the last layer keeps l = 2)."""
+        (and symmetric tensors [n, 3, 3] when the last layer keeps l = 2).
+        ``energy_only``: energies alone, the last layer computing only its l = 0 outputs
+        (the same energies, for a fraction of that layer's cost)."""
         cfg = self.config
-        x, isolated, species, length = self.features(graph)
+        x, isolated, species, length = self.features(graph, scalars_only=energy_only)
         # energy relative to the same atom without neighbours: a lone atom has shift + E0
         e_atom = self.energy_readout(x[..., 0] - isolated[..., 0]).squeeze(-1)  # [n]
         energies = self.scale * e_atom + self.shift + self.e0[species]  # [n]
@@ -219,6 +229,8 @@ class TFN(nn.Module):
             energies = energies.index_add(0, i, pair)
         energy = energies.new_zeros(graph.n_graphs).index_add_(0, graph.batch, energies)
         out = {keys.ENERGIES: energies, keys.ENERGY: energy}
+        if energy_only:
+            return out
         if self.vector_readout is not None:
             v = self.vector_readout(x[..., 1:4].transpose(1, 2)).squeeze(-1)  # [n, 3] (y, z, x)
             out[keys.VECTORS] = v[:, L1_TO_XYZ]

@@ -32,8 +32,10 @@ def compute_response(
     forces: bool = True,
     stress: bool = False,
     training: bool = False,
+    energy_only: bool = False,
 ) -> dict[str, Tensor]:
-    """Run ``model`` on ``graph`` and add ``forces`` and (3x3) ``stress`` from dE/dx, dE/deps."""
+    """Run ``model`` on ``graph`` and add ``forces`` and (3x3) ``stress`` from dE/dx, dE/deps.
+    ``energy_only`` asks the model for energies alone (no vectors or tensors: cheaper)."""
     positions = graph.positions.detach().requires_grad_(forces or stress)
     cell = graph.cell.detach()
     inputs = [positions]
@@ -43,7 +45,8 @@ def compute_response(
         positions = positions + torch.einsum("ni,nij->nj", positions, sym[graph.batch])
         cell = cell + torch.bmm(cell, sym)
         inputs.append(strain)
-    out = model(replace(graph, positions=positions, cell=cell))
+    strained = replace(graph, positions=positions, cell=cell)
+    out = model(strained, energy_only=True) if energy_only else model(strained)
     if not (forces or stress):
         return out
     grads = torch.autograd.grad(

@@ -84,39 +84,48 @@ class TFNConvolution(nn.Module):
         self._d_f = d_f
         self._plans: dict = {}
         self.n_paths_out = [sum(1 for p in self.paths if p[2] == lo) for lo in range(l_out + 1)]
-        # output columns in path order -> grouped by lO (the concatenation), one index [K]
-        starts = [0]
-        for _, _, lo in self.paths:
-            starts.append(starts[-1] + 2 * lo + 1)
-        order = sorted(range(len(self.paths)), key=lambda p: self.paths[p][2])
-        self._by_lo = torch.tensor([k for p in order for k in range(starts[p], starts[p + 1])])
         self.radial = RadialMLP(n_basis, radial_hidden, len(self.paths), channels)
 
-    def plan(self, dtype: torch.dtype, device) -> EdgePlan:
-        """The edge kernel's constants in ``dtype`` on ``device`` (built once, cached)."""
-        key = (dtype, str(device))
-        if key not in self._plans:
-            blocks, col = [], 0
-            for li in range(self.l_in + 1):
-                members = [q for q, path in enumerate(self.paths) if path[0] == li]
-                widths = [2 * self.paths[q][2] + 1 for q in members]
-                c3 = torch.zeros(self._d_f, 2 * li + 1, sum(widths), dtype=torch.float64)
-                groups, q0 = [], 0
-                for q, width in zip(members, widths):
-                    lf = self.paths[q][1]
-                    c3[sh_slice(lf), :, q0 : q0 + width] = self._cg64[q]
-                    last = groups[-1] if groups else None
-                    if last and last[4] == width and last[1] == q and last[3] == q0:
-                        groups[-1] = (last[0], q + 1, last[2], q0 + width, width)
-                    else:
-                        groups.append((q, q + 1, q0, q0 + width, width))
-                    q0 += width
+    def plan(self, dtype: torch.dtype, device, l_out: int) -> tuple:
+        """The edge kernel's constants for the paths with lO <= ``l_out``, in ``dtype`` on
+        ``device`` (built once, cached): (EdgePlan, column order grouped by lO [K],
+        radial MLP output rows of these paths [P' c] or None for all)."""
+        key = (dtype, str(device), l_out)
+        if key in self._plans:
+            return self._plans[key]
+        kept = [q for q, path in enumerate(self.paths) if path[2] <= l_out]
+        paths = [self.paths[q] for q in kept]
+        blocks, col = [], 0
+        for li in range(self.l_in + 1):
+            members = [q for q, path in enumerate(paths) if path[0] == li]
+            widths = [2 * paths[q][2] + 1 for q in members]
+            c3 = torch.zeros(self._d_f, 2 * li + 1, sum(widths), dtype=torch.float64)
+            groups, q0 = [], 0
+            for q, width in zip(members, widths):
+                c3[sh_slice(paths[q][1]), :, q0 : q0 + width] = self._cg64[kept[q]]
+                last = groups[-1] if groups else None
+                if last and last[4] == width and last[1] == q and last[3] == q0:
+                    groups[-1] = (last[0], q + 1, last[2], q0 + width, width)
+                else:
+                    groups.append((q, q + 1, q0, q0 + width, width))
+                q0 += width
+            if members:
                 blocks.append(Block(
                     rows=sh_slice(li), cols=slice(col, col + q0),
                     c2=c3.reshape(self._d_f, -1).to(dtype=dtype, device=device),
                     groups=tuple(groups)))
-                col += q0
-            self._plans[key] = (EdgePlan(tuple(blocks), col), self._by_lo.to(device))
+            col += q0
+        # output columns in path order -> grouped by lO (the concatenation)
+        starts = [0]
+        for _, _, lo in paths:
+            starts.append(starts[-1] + 2 * lo + 1)
+        order = sorted(range(len(paths)), key=lambda p: paths[p][2])
+        by_lo = torch.tensor([k for p in order for k in range(starts[p], starts[p + 1])],
+                             device=device)
+        c = self.channels
+        rows = None if len(kept) == len(self.paths) else torch.tensor(
+            [q * c + k for q in kept for k in range(c)], device=device)
+        self._plans[key] = (EdgePlan(tuple(blocks), col), by_lo, rows)
         return self._plans[key]
 
     @property
@@ -131,6 +140,7 @@ class TFNConvolution(nn.Module):
         edge_basis: Tensor,
         edge_envelope: Tensor | None,
         edge_index: Tensor,
+        l_out: int | None = None,
     ) -> list[Tensor]:
         """
         x:             [n, c, (l_in+1)^2] input features V
@@ -138,18 +148,26 @@ class TFNConvolution(nn.Module):
         edge_basis:    [E, n_basis] radial basis B(|r_ij|)
         edge_envelope: [E] smooth cutoff u(|r_ij|) or None
         edge_index:    [2, E] (centre i, neighbour j)
+        l_out:         compute only the outputs of order <= l_out (default: all); the
+                       others are never used when, e.g., only the energy is wanted
         """
         n, c = x.shape[0], self.channels
+        l_out = self.l_out if l_out is None else min(l_out, self.l_out)
         centre, neighbour = edge_index[0], edge_index[1]
-        plan, by_lo = self.plan(x.dtype, x.device)
+        plan, by_lo, rows = self.plan(x.dtype, x.device, l_out)
         xt = x[:, :, : sh_dim(self.l_in)].transpose(1, 2).contiguous()  # [n, D_in, c]
         sh = edge_sh[:, : self._d_f]
-        out = fused_edge_conv(xt, sh, edge_basis, edge_envelope, self.radial, neighbour, centre,
-                              plan, n)
+        r = self.radial
+        w2, b2 = r.out.weight, r.out.bias
+        if rows is not None:  # the radial functions of the computed paths only
+            w2, b2 = w2[rows], b2[rows]
+        out = fused_edge_conv(xt, sh, edge_basis, edge_envelope,
+                              (r.hidden.weight, r.hidden.bias, w2, b2), neighbour, centre, plan, n)
         out = out[:, by_lo]  # [n, K, c], columns grouped by lO
         out = out * (1.0 / math.sqrt(self.avg_num_neighbors))
         blocks, col = [], 0
-        for lo, n_p in enumerate(self.n_paths_out):
+        for lo in range(l_out + 1):
+            n_p = self.n_paths_out[lo]
             width = n_p * (2 * lo + 1)
             block = out[:, col : col + width, :].reshape(n, n_p, 2 * lo + 1, c)
             blocks.append(block.permute(0, 3, 1, 2).reshape(n, c * n_p, 2 * lo + 1))

@@ -76,19 +76,16 @@ def _weighted(msg: Tensor, w: Tensor, groups, out: Tensor | None = None) -> Tens
     return out
 
 
-def _contract(a: Tensor, x: Tensor) -> Tensor:
-    """a [e, dI, Kb], x [e, dI, c] -> sum_m a[e, m, k] x[e, m, c] [e, Kb, c]
-    (for dI = 1 an outer product, far faster as a broadcast than as a batched GEMM)."""
+def _bmm(a: Tensor, b: Tensor) -> Tensor:
+    """Per-edge products [e, p, q] @ [e, q, r] -> [e, p, r]. When p, q or r is 1 (outer
+    products, dot products) a broadcast is many times faster than a batched GEMM."""
+    if a.shape[2] == 1:
+        return a * b
     if a.shape[1] == 1:
-        return a.transpose(1, 2) * x
-    return torch.bmm(a.transpose(1, 2), x)
-
-
-def _contract_back(a: Tensor, g: Tensor) -> Tensor:
-    """a [e, dI, Kb], g [e, Kb, c] -> sum_k a[e, m, k] g[e, k, c] [e, dI, c]."""
-    if a.shape[1] == 1:
-        return (a.transpose(1, 2) * g).sum(1, keepdim=True)
-    return torch.bmm(a, g)
+        return (a.transpose(1, 2) * b).sum(1, keepdim=True)
+    if b.shape[2] == 1:
+        return (a * b.transpose(1, 2)).sum(2, keepdim=True)
+    return torch.bmm(a, b)
 
 
 def _silu_grad(pre: Tensor) -> Tensor:
@@ -115,7 +112,7 @@ class FusedEdgeConv(torch.autograd.Function):
             weighted = buffer[:e]  # [e, K, c], every column written below
             for b in plan.blocks:
                 a = (ys @ b.c2).view(e, b.rows.stop - b.rows.start, -1)  # [e, dI, Kb]
-                msg = _contract(a, xs[:, b.rows])  # [e, Kb, c]
+                msg = _bmm(a.transpose(1, 2), xs[:, b.rows])  # [e, Kb, c]
                 _weighted(msg, ws, b.groups, out=weighted[:, b.cols])
             out.index_add_(0, d, weighted)
         ctx.save_for_backward(xt, y, basis, env, w1, b1, w2, b2, src, dst)
@@ -144,13 +141,13 @@ class FusedEdgeConv(torch.autograd.Function):
                 a = (ys @ b.c2).view(e, b.rows.stop - b.rows.start, -1)  # [e, dI, Kb]
                 x_b = xs[:, b.rows]  # [e, dI, c]
                 g_msg = g_msgs[:, b.cols]  # [e, Kb, c]
-                t = _contract(a, x_b)  # [e, Kb, c] (recomputed)
+                t = _bmm(a.transpose(1, 2), x_b)  # [e, Kb, c] (recomputed)
                 prod = g_msg * t
                 g_ws += [prod[:, q0:q1].view(e, p1 - p0, m, c).sum(2)
                          for p0, p1, q0, q1, m in b.groups]
                 g_t = _weighted(g_msg, ws, b.groups)  # [e, Kb, c]
-                g_xs.append(_contract_back(a, g_t))  # [e, dI, c]
-                g_a = torch.bmm(x_b, g_t.transpose(1, 2))  # [e, dI, Kb]
+                g_xs.append(_bmm(a, g_t))  # [e, dI, c]
+                g_a = _bmm(x_b, g_t.transpose(1, 2))  # [e, dI, Kb]
                 g_ys = g_ys + g_a.reshape(e, -1) @ b.c2.T  # [e, D_F]
             g_xt.index_add_(0, src[sl], torch.cat(g_xs, dim=1))  # in place: O(E) not O(E n)
             g_y.append(g_ys)
@@ -177,13 +174,12 @@ class FusedEdgeConv(torch.autograd.Function):
 
 
 def fused_edge_conv(xt: Tensor, y: Tensor, basis: Tensor, envelope: Tensor | None,
-                    radial, src: Tensor, dst: Tensor, plan: EdgePlan,
+                    radial: tuple, src: Tensor, dst: Tensor, plan: EdgePlan,
                     n_out: int | None = None) -> Tensor:
-    """See the module docstring: [n, D_in, c], [E, D_F], [E, n_basis], [E] or None,
-    a :class:`~tfn_md.nn.radial.RadialMLP` -> [n_out, K, c] (``dst`` indexes the n_out
-    output rows; default n_out = n)."""
+    """See the module docstring: [n, D_in, c], [E, D_F], [E, n_basis], [E] or None, the
+    radial MLP's (W1 [h, n_basis], b1 [h], W2 [P c, h], b2 [P c]) -> [n_out, K, c] (``dst``
+    indexes the n_out output rows; default n_out = n)."""
     if envelope is None:
         envelope = basis.new_ones(basis.shape[0])
-    return FusedEdgeConv.apply(
-        xt, y, basis, envelope, radial.hidden.weight, radial.hidden.bias, radial.out.weight,
-        radial.out.bias, src, dst, plan, xt.shape[0] if n_out is None else n_out)
+    return FusedEdgeConv.apply(xt, y, basis, envelope, *radial, src, dst, plan,
+                               xt.shape[0] if n_out is None else n_out)

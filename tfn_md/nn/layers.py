@@ -62,7 +62,7 @@ class NormNonlinearity(nn.Module):
         self.register_buffer("l_of_col", l_of_col.long(), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.l_max == 0:
+        if self.l_max == 0 or x.shape[-1] == 1:  # scalars only
             return torch.nn.functional.silu(x)
         scalars = torch.nn.functional.silu(x[..., :1])  # [n, c, 1]
         rest = x[..., 1 : sh_dim(self.l_max)]  # [n, c, D-1]
