@@ -8,13 +8,16 @@ Headline: fcc Cu 864 atoms (43 neighbours per atom at 5 A), channels 32, l_max 2
 (neighbour list included), the e3nn reference (benchmarks/e3nn_reference.py) on the same
 model, graph and autograd response, in the same process. The split of a tfn_md call
 (neighbour list / forward / backward) and a FLOP count of the call come with it.
-MACE and NequIP run through ../shared/peers (their own venvs); their figures measured on
-this machine are printed for comparison when they are not importable here.
+MACE and NequIP run through the peers harness (../shared/peers, each in its own venv)
+in the same run with ``--peer mace=/path/to/venv/bin/python`` (repeatable); without it,
+their figures recorded on this machine are printed instead.
 """
 
 import argparse
+import re
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -123,6 +126,15 @@ def bench_one(name, dtype, l_max, channels, threads, repeats, reference=True):
     return row
 
 
+def run_peer(name: str, python: str, peers_dir: Path, threads: int) -> float:
+    """Seconds per E+F+S call of a peer on cu864 (channels 32, l_max 2, float32), run by
+    the harness ``peers_dir/<name>_calc.py`` in its own interpreter."""
+    cmd = [python, f"{name}_calc.py", "--system", "cu864", "--width", "32", "--lmax", "2",
+           "--dtype", "float32", "--threads", str(threads)]
+    out = subprocess.run(cmd, cwd=peers_dir, capture_output=True, text=True, check=True).stdout
+    return float(re.search(r"s_per_call=([0-9.]+)", out).group(1))
+
+
 def print_rows(rows):
     cols = ["system", "atoms", "dtype", "l_max", "channels", "threads", "s_per_call",
             "atom_steps_per_s", "nl_s", "forward_s", "backward_s", "gflop", "max_rss_gb"]
@@ -137,6 +149,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", action="store_true", help="also sizes, dtypes, l_max, widths")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--peer", action="append", default=[], metavar="NAME=PYTHON",
+                        help="run a peer (mace, nequip) with this interpreter, same run")
+    parser.add_argument("--peers-dir", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "shared" / "peers")
     args = parser.parse_args()
     rows = []
     print("## Headline: Cu 864, channels 32, l_max 2, 2 layers, cutoff 5 A, float32\n")
@@ -150,9 +166,17 @@ def main():
         print(f"| e3nn reference (same run) | {r['threads']} | {r['ref_s_per_call']:.3f} | "
               f"{r['atoms'] / r['ref_s_per_call']:.0f} | {r['ref_s_per_call'] / r['s_per_call']:.2f}x |")
     one = rows[0]
-    for name, secs in PEERS_RECORDED.items():
-        print(f"| {name} | 1 | {secs:.2f} | {one['atoms'] / secs:.0f} | "
-              f"{secs / one['s_per_call']:.2f}x |")
+    peers = {}
+    for spec in args.peer:
+        name, python = spec.split("=", 1)
+        for r in rows:
+            secs = run_peer(name, python, args.peers_dir, r["threads"])
+            peers[f"{name} (same run)", r["threads"]] = (secs, r)
+    if not peers:
+        peers = {(name, 1): (secs, one) for name, secs in PEERS_RECORDED.items()}
+    for (name, threads), (secs, r) in peers.items():
+        print(f"| {name} | {threads} | {secs:.3f} | {r['atoms'] / secs:.0f} | "
+              f"{secs / r['s_per_call']:.2f}x |")
     print(f"\nEnergies of tfn_md and the e3nn reference differ by {one['ref_energy_diff']:.2e} eV "
           f"(of {one['ref_energy']:.3f} eV, float32).")
     for r in rows:

@@ -152,7 +152,8 @@ class FusedEdgeConv(torch.autograd.Function):
             g_xt.index_add_(0, src[sl], torch.cat(g_xs, dim=1))  # in place: O(E) not O(E n)
             g_y.append(g_ys)
             g_w = torch.cat(g_ws, dim=1).view(e, -1)  # [e, P c] (blocks hold paths in order)
-            g_env.append((g_w * w0).sum(1))
+            if need[3]:  # an envelope that depends on positions
+                g_env.append((g_w * w0).sum(1))
             g_w0 = g_w * us
             g_pre = (g_w0 @ w2) * _silu_grad(pre)  # [e, hidden]
             g_basis.append(g_pre @ w1)
@@ -164,9 +165,10 @@ class FusedEdgeConv(torch.autograd.Function):
                     g_w1, g_b1, g_w2, g_b2 = (
                         g + p for g, p in zip((g_w1, g_b1, g_w2, g_b2), parts))
         if not g_y:  # no edges
-            g_y, g_basis, g_env = torch.zeros_like(y), torch.zeros_like(basis), torch.zeros_like(env)
+            g_y, g_basis = torch.zeros_like(y), torch.zeros_like(basis)
         else:
-            g_y, g_basis, g_env = torch.cat(g_y), torch.cat(g_basis), torch.cat(g_env)
+            g_y, g_basis = torch.cat(g_y), torch.cat(g_basis)
+        g_env = torch.cat(g_env) if g_env else torch.zeros_like(env) if need[3] else None
         if g_w1 is None and any(need[4:8]):
             g_w1, g_b1, g_w2, g_b2 = (torch.zeros_like(t) for t in (w1, b1, w2, b2))
         return (g_xt, g_y, g_basis, g_env, g_w1, g_b1, g_w2, g_b2,
