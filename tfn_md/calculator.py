@@ -39,6 +39,9 @@ class TFNCalculator(Calculator):
         device: torch device ("cpu", "cuda", ...).
         dtype: torch.float32 / torch.float64 (or their names); None keeps the model's.
         skin: Verlet skin in A for reusing the neighbour search in MD (0: search every call).
+        compile: compile the convolution's edge kernel with torch.compile (needs a C++
+            compiler; the first call takes about a minute, then each layer keeps whichever
+            of the compiled and eager kernels was faster on it). Off by default.
     """
 
     implemented_properties = [
@@ -52,7 +55,8 @@ class TFNCalculator(Calculator):
     default_parameters: dict = {}
     nolabel = True
 
-    def __init__(self, potential, device: str = "cpu", dtype=None, skin: float = 0.5, **kwargs):
+    def __init__(self, potential, device: str = "cpu", dtype=None, skin: float = 0.5,
+                 compile: bool = False, **kwargs):
         Calculator.__init__(self, **kwargs)
         model = potential if isinstance(potential, TFN) else load_potential(potential)
         if isinstance(dtype, str):
@@ -64,6 +68,8 @@ class TFNCalculator(Calculator):
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        for conv in self.model.convolutions:
+            conv.compile_kernels = compile
         cutoff = self.model.cutoff
         self.neighbours = None if cutoff is None else VerletList(cutoff, skin)
 

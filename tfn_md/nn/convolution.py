@@ -85,6 +85,7 @@ class TFNConvolution(nn.Module):
         self._plans: dict = {}
         self.n_paths_out = [sum(1 for p in self.paths if p[2] == lo) for lo in range(l_out + 1)]
         self.radial = RadialMLP(n_basis, radial_hidden, len(self.paths), channels)
+        self.compile_kernels = False  # see fused_edge_conv(compiled=...); set by the calculator
 
     def plan(self, dtype: torch.dtype, device, l_out: int) -> tuple:
         """The edge kernel's constants for the paths with lO <= ``l_out``, in ``dtype`` on
@@ -162,7 +163,8 @@ class TFNConvolution(nn.Module):
         if rows is not None:  # the radial functions of the computed paths only
             w2, b2 = w2[rows], b2[rows]
         out = fused_edge_conv(xt, sh, edge_basis, edge_envelope,
-                              (r.hidden.weight, r.hidden.bias, w2, b2), neighbour, centre, plan, n)
+                              (r.hidden.weight, r.hidden.bias, w2, b2), neighbour, centre, plan, n,
+                              self.compile_kernels)
         out = out[:, by_lo]  # [n, K, c], columns grouped by lO
         out = out * (1.0 / math.sqrt(self.avg_num_neighbors))
         blocks, col = [], 0

@@ -26,7 +26,9 @@ Shapes: xt [n, D_in, c] (features, channels last), y [E, D_F], basis [E, n_basis
 envelope [E] -> out [n, K, c], columns in path order.
 """
 
-from dataclasses import dataclass
+import functools
+import time
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,7 @@ from torch import Tensor
 __all__ = ["Block", "EdgePlan", "chunk_edges", "fused_edge_conv"]
 
 CHUNK_ELEMENTS = 1 << 19  # about 2 MB of float32 per [chunk, K, c] tensor
+AUTOTUNE = True  # compiled=True keeps the eager body where it is faster (False: always compiled)
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,14 @@ class Block:
     groups: tuple
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class EdgePlan:
+    """The blocks of one convolution, its total output columns, and the chunk bodies
+    chosen for ``compiled=True`` calls (filled on first use)."""
+
     blocks: tuple
     n_cols: int
+    kernels: dict = field(default_factory=dict)
 
 
 def chunk_edges(n_edges: int, k: int, c: int) -> list[slice]:
@@ -65,7 +72,7 @@ def _weighted(msg: Tensor, w: Tensor, groups, out: Tensor | None = None) -> Tens
     written into ``out`` [e, K_b, c] (a view may be given) unless autograd records (then
     a differentiable concatenation)."""
     e, _, c = msg.shape
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
         return torch.cat(
             [(msg[:, q0:q1].view(e, p1 - p0, m, c) * w[:, p0:p1, None, :]).view(e, q1 - q0, c)
              for p0, p1, q0, q1, m in groups], dim=1)
@@ -93,95 +100,166 @@ def _silu_grad(pre: Tensor) -> Tensor:
     return s * (1 + pre * (1 - s))
 
 
+def _forward_chunk(plan: "EdgePlan", ys, xs, bs, us, w1, b1, w2, b2, out=None) -> Tensor:
+    """Weighted messages of one chunk of edges [e, K, c] (written into ``out`` if given)."""
+    e, c = ys.shape[0], xs.shape[2]
+    ws = torch.addmm(b2, F.silu(torch.addmm(b1, bs, w1.T)), w2.T)
+    ws = (ws * us[:, None]).view(e, -1, c)  # [e, P, c]
+    parts = []
+    for b in plan.blocks:
+        a = (ys @ b.c2).view(e, b.rows.stop - b.rows.start, -1)  # [e, dI, Kb]
+        msg = _bmm(a.transpose(1, 2), xs[:, b.rows])  # [e, Kb, c]
+        parts.append(_weighted(msg, ws, b.groups, None if out is None else out[:, b.cols]))
+    return out if out is not None else torch.cat(parts, dim=1)
+
+
+def _backward_chunk(plan: "EdgePlan", ys, xs, bs, us, g_msgs, w1, b1, w2, b2,
+                    env_grad: bool, param_grads: bool) -> tuple:
+    """Gradients of one chunk from g_msgs = dL/d(weighted messages) [e, K, c]:
+    (g_xs [e, D_in, c], g_ys [e, D_F], g_bs [e, n_basis], g_us [e] or None,
+    (g_pre, g_w0, h) for the MLP parameters or None)."""
+    e, c = ys.shape[0], xs.shape[2]
+    pre = torch.addmm(b1, bs, w1.T)  # [e, hidden]
+    h = F.silu(pre)
+    w0 = torch.addmm(b2, h, w2.T)  # [e, P c], before the envelope
+    ws = (w0 * us[:, None]).view(e, -1, c)
+    g_ys, g_xs, g_ws = 0, [], []
+    for b in plan.blocks:
+        a = (ys @ b.c2).view(e, b.rows.stop - b.rows.start, -1)  # [e, dI, Kb]
+        x_b = xs[:, b.rows]  # [e, dI, c]
+        g_msg = g_msgs[:, b.cols]  # [e, Kb, c]
+        t = _bmm(a.transpose(1, 2), x_b)  # [e, Kb, c] (recomputed)
+        prod = g_msg * t
+        g_ws += [prod[:, q0:q1].reshape(e, p1 - p0, m, c).sum(2)
+                 for p0, p1, q0, q1, m in b.groups]
+        g_t = _weighted(g_msg, ws, b.groups)  # [e, Kb, c]
+        g_xs.append(_bmm(a, g_t))  # [e, dI, c]
+        g_a = _bmm(x_b, g_t.transpose(1, 2))  # [e, dI, Kb]
+        g_ys = g_ys + g_a.reshape(e, -1) @ b.c2.T  # [e, D_F]
+    g_w = torch.cat(g_ws, dim=1).view(e, -1)  # [e, P c] (blocks hold paths in order)
+    g_us = (g_w * w0).sum(1) if env_grad else None
+    g_w0 = g_w * us[:, None]
+    g_pre = (g_w0 @ w2) * _silu_grad(pre)  # [e, hidden]
+    return (torch.cat(g_xs, dim=1), g_ys, g_pre @ w1, g_us,
+            (g_pre, g_w0, h) if param_grads else None)
+
+
 class FusedEdgeConv(torch.autograd.Function):
     """The edge contraction with the radial MLP inside it: per chunk of edges,
     w = u(r) (W2 SiLU(W1 B(r) + b1) + b2) is made, used and dropped, in forward and again in
     backward, so no [E, P, c] weight tensor is ever stored (memory O(E n_basis))."""
 
     @staticmethod
-    def forward(ctx, xt, y, basis, env, w1, b1, w2, b2, src, dst, plan: EdgePlan, n_out: int):
+    def forward(ctx, xt, y, basis, env, w1, b1, w2, b2, src, dst, plan: EdgePlan, n_out: int,
+                compiled: bool):
         c = xt.shape[2]
         out = xt.new_zeros(n_out, plan.n_cols, c)
         chunks = chunk_edges(y.shape[0], plan.n_cols, c)
-        buffer = xt.new_empty(chunks[0].stop - chunks[0].start if chunks else 0, plan.n_cols, c)
-        for sl in chunks:
-            ys, xs, d = y[sl], xt[src[sl]], dst[sl]
-            e = ys.shape[0]
-            ws = torch.addmm(b2, F.silu(torch.addmm(b1, basis[sl], w1.T)), w2.T)
-            ws = (ws * env[sl, None]).view(e, -1, c)  # [e, P, c]
-            weighted = buffer[:e]  # [e, K, c], every column written below
-            for b in plan.blocks:
-                a = (ys @ b.c2).view(e, b.rows.stop - b.rows.start, -1)  # [e, dI, Kb]
-                msg = _bmm(a.transpose(1, 2), xs[:, b.rows])  # [e, Kb, c]
-                _weighted(msg, ws, b.groups, out=weighted[:, b.cols])
-            out.index_add_(0, d, weighted)
+        if compiled and chunks:
+            for sl in chunks:
+                args = _padded(chunks[0].stop, y[sl], xt[src[sl]], basis[sl], env[sl])
+                args += [w1, b1, w2, b2]
+                body = _kernel(plan, "forward", args)
+                out.index_add_(0, dst[sl], body(*args)[: sl.stop - sl.start])
+        else:
+            buffer = xt.new_empty(chunks[0].stop if chunks else 0, plan.n_cols, c)
+            for sl in chunks:
+                e = sl.stop - sl.start
+                weighted = _forward_chunk(plan, y[sl], xt[src[sl]], basis[sl], env[sl],
+                                          w1, b1, w2, b2, out=buffer[:e])
+                out.index_add_(0, dst[sl], weighted)
         ctx.save_for_backward(xt, y, basis, env, w1, b1, w2, b2, src, dst)
-        ctx.plan = plan
+        ctx.plan, ctx.compiled = plan, compiled
         return out
 
     @staticmethod
     def backward(ctx, g_out):
         xt, y, basis, env, w1, b1, w2, b2, src, dst = ctx.saved_tensors
         plan = ctx.plan
-        c = xt.shape[2]
         need = ctx.needs_input_grad
+        param_grads = any(need[4:8])
         g_xt = torch.zeros_like(xt)
         g_y, g_basis, g_env = [], [], []
-        g_w1 = g_b1 = g_w2 = g_b2 = None
-        for sl in chunk_edges(y.shape[0], plan.n_cols, c):
-            ys, xs, d, bs, us = y[sl], xt[src[sl]], dst[sl], basis[sl], env[sl, None]
-            e = ys.shape[0]
-            pre = torch.addmm(b1, bs, w1.T)  # [e, hidden]
-            h = F.silu(pre)
-            w0 = torch.addmm(b2, h, w2.T)  # [e, P c], before the envelope
-            ws = (w0 * us).view(e, -1, c)
-            g_ys, g_xs, g_ws = 0, [], []
-            g_msgs = g_out[d]  # [e, K, c]
-            for b in plan.blocks:
-                a = (ys @ b.c2).view(e, b.rows.stop - b.rows.start, -1)  # [e, dI, Kb]
-                x_b = xs[:, b.rows]  # [e, dI, c]
-                g_msg = g_msgs[:, b.cols]  # [e, Kb, c]
-                t = _bmm(a.transpose(1, 2), x_b)  # [e, Kb, c] (recomputed)
-                prod = g_msg * t
-                g_ws += [prod[:, q0:q1].view(e, p1 - p0, m, c).sum(2)
-                         for p0, p1, q0, q1, m in b.groups]
-                g_t = _weighted(g_msg, ws, b.groups)  # [e, Kb, c]
-                g_xs.append(_bmm(a, g_t))  # [e, dI, c]
-                g_a = _bmm(x_b, g_t.transpose(1, 2))  # [e, dI, Kb]
-                g_ys = g_ys + g_a.reshape(e, -1) @ b.c2.T  # [e, D_F]
-            g_xt.index_add_(0, src[sl], torch.cat(g_xs, dim=1))  # in place: O(E) not O(E n)
+        g_params = None
+        chunks = chunk_edges(y.shape[0], plan.n_cols, xt.shape[2])
+        compiled = ctx.compiled and not torch.is_grad_enabled() and not param_grads
+        for sl in chunks:
+            e = sl.stop - sl.start
+            if compiled:
+                args = _padded(chunks[0].stop, y[sl], xt[src[sl]], basis[sl], env[sl],
+                               g_out[dst[sl]])
+                args += [w1, b1, w2, b2]
+                body = _kernel(plan, "backward", args, need[3])
+                g_xs, g_ys, g_bs, g_us, _ = (None if t is None else t[:e] for t in body(*args))
+            else:
+                g_xs, g_ys, g_bs, g_us, mlp = _backward_chunk(
+                    plan, y[sl], xt[src[sl]], basis[sl], env[sl], g_out[dst[sl]],
+                    w1, b1, w2, b2, need[3], param_grads)
+            g_xt.index_add_(0, src[sl], g_xs)  # in place: O(E) not O(E n)
             g_y.append(g_ys)
-            g_w = torch.cat(g_ws, dim=1).view(e, -1)  # [e, P c] (blocks hold paths in order)
-            if need[3]:  # an envelope that depends on positions
-                g_env.append((g_w * w0).sum(1))
-            g_w0 = g_w * us
-            g_pre = (g_w0 @ w2) * _silu_grad(pre)  # [e, hidden]
-            g_basis.append(g_pre @ w1)
-            if need[4] or need[5] or need[6] or need[7]:  # radial MLP parameters
-                parts = (g_pre.T @ bs, g_pre.sum(0), g_w0.T @ h, g_w0.sum(0))
-                if g_w1 is None:
-                    g_w1, g_b1, g_w2, g_b2 = parts
-                else:
-                    g_w1, g_b1, g_w2, g_b2 = (
-                        g + p for g, p in zip((g_w1, g_b1, g_w2, g_b2), parts))
+            g_basis.append(g_bs)
+            if g_us is not None:
+                g_env.append(g_us)
+            if param_grads:
+                g_pre, g_w0, h = mlp
+                parts = (g_pre.T @ basis[sl], g_pre.sum(0), g_w0.T @ h, g_w0.sum(0))
+                g_params = parts if g_params is None else tuple(
+                    g + q for g, q in zip(g_params, parts))
         if not g_y:  # no edges
             g_y, g_basis = torch.zeros_like(y), torch.zeros_like(basis)
         else:
             g_y, g_basis = torch.cat(g_y), torch.cat(g_basis)
         g_env = torch.cat(g_env) if g_env else torch.zeros_like(env) if need[3] else None
-        if g_w1 is None and any(need[4:8]):
-            g_w1, g_b1, g_w2, g_b2 = (torch.zeros_like(t) for t in (w1, b1, w2, b2))
-        return (g_xt, g_y, g_basis, g_env, g_w1, g_b1, g_w2, g_b2,
-                None, None, None, None)
+        if param_grads and g_params is None:
+            g_params = tuple(torch.zeros_like(t) for t in (w1, b1, w2, b2))
+        return (g_xt, g_y, g_basis, g_env, *(g_params or (None,) * 4),
+                None, None, None, None, None)
+
+
+def _padded(size: int, *tensors: Tensor) -> list[Tensor]:
+    """Chunk inputs zero-padded to ``size`` edges (one compiled shape for every chunk; padded
+    edges have envelope 0, so they add exact zeros)."""
+    e = tensors[0].shape[0]
+    if e == size:
+        return list(tensors)
+    return [torch.cat([t, t.new_zeros(size - e, *t.shape[1:])]) for t in tensors]
+
+
+def _kernel(plan: "EdgePlan", kind: str, args: list, env_grad: bool = True):
+    """The chunk body ``kind`` ("forward" or "backward") of ``plan`` for chunks shaped like
+    ``args`` (the first chunk's inputs), compiled with torch.compile, or left eager where
+    compiling did not make it faster: both are timed on ``args`` (after one call, which
+    compiles) and the faster is kept for all later calls."""
+    key = (kind, args[0].shape[0], env_grad)
+    if key not in plan.kernels:
+        if kind == "forward":
+            eager = functools.partial(_forward_chunk, plan)
+        else:
+            eager = functools.partial(_backward_chunk, plan, env_grad=env_grad,
+                                      param_grads=False)
+        compiled = torch.compile(eager, dynamic=False)
+
+        def seconds(fn):
+            fn(*args)
+            t = time.perf_counter()
+            for _ in range(3):
+                fn(*args)
+            return time.perf_counter() - t
+
+        faster = not AUTOTUNE or seconds(compiled) < seconds(eager)
+        plan.kernels[key] = compiled if faster else eager
+    return plan.kernels[key]
 
 
 def fused_edge_conv(xt: Tensor, y: Tensor, basis: Tensor, envelope: Tensor | None,
                     radial: tuple, src: Tensor, dst: Tensor, plan: EdgePlan,
-                    n_out: int | None = None) -> Tensor:
+                    n_out: int | None = None, compiled: bool = False) -> Tensor:
     """See the module docstring: [n, D_in, c], [E, D_F], [E, n_basis], [E] or None, the
     radial MLP's (W1 [h, n_basis], b1 [h], W2 [P c, h], b2 [P c]) -> [n_out, K, c] (``dst``
-    indexes the n_out output rows; default n_out = n)."""
+    indexes the n_out output rows; default n_out = n). ``compiled``: run the chunk bodies
+    through torch.compile where that is faster (inference only: forward, and backward
+    without a graph; training keeps the eager, twice-differentiable code)."""
     if envelope is None:
         envelope = basis.new_ones(basis.shape[0])
     return FusedEdgeConv.apply(xt, y, basis, envelope, *radial, src, dst, plan,
-                               xt.shape[0] if n_out is None else n_out)
+                               xt.shape[0] if n_out is None else n_out, compiled)
