@@ -5,8 +5,9 @@
 
 Headline: fcc Cu 864 atoms (43 neighbours per atom at 5 A), channels 32, l_max 2,
 2 layers, float32, random weights, 1 and 2 threads; tfn_md through its ASE calculator
-(neighbour list included), the e3nn reference (benchmarks/e3nn_reference.py) on the same
-model, graph and autograd response, in the same process. The split of a tfn_md call
+(neighbour list included), eager and with ``compile=True`` (its first, compiling calls
+untimed), and the e3nn reference (benchmarks/e3nn_reference.py) on the same model, graph
+and autograd response, in the same process. The split of a tfn_md call
 (neighbour list / forward / backward) and a FLOP count of the call come with it.
 MACE and NequIP run through the peers harness (../shared/peers, each in its own venv)
 in the same run with ``--peer mace=/path/to/venv/bin/python`` (repeatable); without it,
@@ -73,15 +74,18 @@ def flops(model: TFN, n_atoms: int, n_edges: int) -> float:
     2 x forward (the kernel recomputes its messages and radial MLP, then takes the input
     gradient; the weight gradients are not needed for forces)."""
     cfg, total = model.config, 0.0
-    for conv in model.convolutions:
-        p, c, h = len(conv.paths), conv.channels, cfg.radial_hidden
+    for layer, conv in enumerate(model.convolutions):
+        # an energy call computes only the l = 0 outputs of the last layer
+        l_out = 0 if layer == len(model.convolutions) - 1 else conv.l_out
+        paths = [path for path in conv.paths if path[2] <= l_out]
+        p, c, h = len(paths), conv.channels, cfg.radial_hidden
         total += n_edges * (cfg.n_basis * h + h * p * c)  # radial MLP
         for li in range(conv.l_in + 1):
-            k = sum(2 * lo + 1 for l_i, _, lo in conv.paths if l_i == li)
+            k = sum(2 * lo + 1 for l_i, _, lo in paths if l_i == li)
             total += n_edges * sh_dim(conv.l_filter) * (2 * li + 1) * k  # Y . C
             total += n_edges * k * (2 * li + 1) * c  # A^T V
             total += n_edges * k * c  # radial weights
-        total += n_atoms * sum(conv.out_channels) * c * 3  # self-interaction (approx.)
+        total += n_atoms * p * c * c * 3  # self-interaction (approx.)
     return 2 * 3 * total
 
 
@@ -97,6 +101,14 @@ def bench_one(name, dtype, l_max, channels, threads, repeats, reference=True):
         calc.calculate(atoms, ["energy", "forces"] + (["stress"] if stress else []), ["positions"])
 
     t_call = timed(call, repeats)
+    compiled = TFNCalculator(model, skin=0.0, compile=True)
+
+    def call_compiled():
+        atoms.rattle(1e-4)
+        compiled.calculate(atoms, ["energy", "forces"] + (["stress"] if stress else []),
+                           ["positions"])
+
+    t_compiled = timed(call_compiled, repeats) if reference else float("nan")
     t_nl = timed(lambda: atoms_to_graph(atoms, model.cutoff, dtype=dtype), repeats)
     graph = atoms_to_graph(atoms, model.cutoff, dtype=dtype)
 
@@ -108,6 +120,7 @@ def bench_one(name, dtype, l_max, channels, threads, repeats, reference=True):
     row = {"system": name, "atoms": len(atoms), "edges": graph.edge_index.shape[1],
            "dtype": str(dtype)[6:], "l_max": l_max, "channels": channels, "threads": threads,
            "s_per_call": t_call, "atom_steps_per_s": len(atoms) / t_call,
+           "compiled_s_per_call": t_compiled,
            "nl_s": t_nl, "forward_s": t_fwd, "backward_s": max(t_call - t_nl - t_fwd, 0.0),
            "gflop": flops(model, len(atoms), graph.edge_index.shape[1]) / 1e9,
            "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
@@ -137,7 +150,8 @@ def run_peer(name: str, python: str, peers_dir: Path, threads: int) -> float:
 
 def print_rows(rows):
     cols = ["system", "atoms", "dtype", "l_max", "channels", "threads", "s_per_call",
-            "atom_steps_per_s", "nl_s", "forward_s", "backward_s", "gflop", "max_rss_gb"]
+            "compiled_s_per_call", "atom_steps_per_s", "nl_s", "forward_s", "backward_s",
+            "gflop", "max_rss_gb"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
@@ -159,12 +173,18 @@ def main():
     for threads in (1, 2):
         rows.append(bench_one("cu864", torch.float32, 2, 32, threads, args.repeats))
     print_rows(rows)
-    print("\n| engine | threads | s per E+F+S call | atom-steps/s | tfn_md speed-up |")
-    print("|---|---|---|---|---|")
+    print("\n| engine | threads | s per E+F+S call | atom-steps/s | tfn_md is faster by | "
+          "tfn_md compile=True is faster by |")
+    print("|---|---|---|---|---|---|")
+
+    def line(name, threads, secs, r):
+        print(f"| {name} | {threads} | {secs:.3f} | {r['atoms'] / secs:.0f} | "
+              f"{secs / r['s_per_call']:.2f}x | {secs / r['compiled_s_per_call']:.2f}x |")
+
     for r in rows:
-        print(f"| tfn_md | {r['threads']} | {r['s_per_call']:.3f} | {r['atom_steps_per_s']:.0f} | 1 |")
-        print(f"| e3nn reference (same run) | {r['threads']} | {r['ref_s_per_call']:.3f} | "
-              f"{r['atoms'] / r['ref_s_per_call']:.0f} | {r['ref_s_per_call'] / r['s_per_call']:.2f}x |")
+        line("tfn_md", r["threads"], r["s_per_call"], r)
+        line("tfn_md compile=True", r["threads"], r["compiled_s_per_call"], r)
+        line("e3nn reference (same run)", r["threads"], r["ref_s_per_call"], r)
     one = rows[0]
     peers = {}
     for spec in args.peer:
@@ -175,15 +195,17 @@ def main():
     if not peers:
         peers = {(name, 1): (secs, one) for name, secs in PEERS_RECORDED.items()}
     for (name, threads), (secs, r) in peers.items():
-        print(f"| {name} | {threads} | {secs:.3f} | {r['atoms'] / secs:.0f} | "
-              f"{secs / r['s_per_call']:.2f}x |")
+        line(name, threads, secs, r)
     print(f"\nEnergies of tfn_md and the e3nn reference differ by {one['ref_energy_diff']:.2e} eV "
           f"(of {one['ref_energy']:.3f} eV, float32).")
     for r in rows:
-        rate = r["gflop"] / r["s_per_call"]
-        print(f"{r['threads']} thread(s): {r['gflop']:.2f} GFLOP per call, {rate:.1f} GFLOP/s = "
-              f"{100 * rate / (PEAK_GFLOPS * r['threads'] / 2):.0f} % of the matmul peak "
-              f"({PEAK_GFLOPS * r['threads'] / 2:.0f} GFLOP/s on {r['threads']} thread(s))")
+        peak = PEAK_GFLOPS * r["threads"] / 2
+        for label, secs in (("eager", r["s_per_call"]), ("compiled", r["compiled_s_per_call"])):
+            rate = r["gflop"] / secs
+            print(f"{r['threads']} thread(s), {label}: {r['gflop']:.2f} GFLOP per call, "
+                  f"{rate:.1f} GFLOP/s = {100 * rate / peak:.0f} % of the matmul peak "
+                  f"({peak:.0f} GFLOP/s on {r['threads']} thread(s); the limit is "
+                  f"{r['gflop'] / peak:.3f} s per call)")
     if args.grid:
         grid = []
         for name in ("ethanol", "cu864", "cu6912"):
