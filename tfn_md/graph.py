@@ -133,10 +133,12 @@ class VerletList:
         if self._ref is None or self.skin == 0:
             return True
         pos, numbers, cell, pbc = self._ref
-        if (len(atoms) != len(numbers) or not np.array_equal(atoms.numbers, numbers)
-                or not np.array_equal(atoms.cell.array, cell) or not np.array_equal(atoms.pbc, pbc)):
+        same = (np.array_equal(atoms.numbers, numbers) and np.array_equal(atoms.pbc, pbc)
+                and np.array_equal(atoms.cell.array, cell))
+        if not same:
             return True
-        moved = np.einsum("ij,ij->i", atoms.positions - pos, atoms.positions - pos)
+        step = atoms.positions - pos
+        moved = np.einsum("ij,ij->i", step, step)
         return bool(moved.max(initial=0.0) > (0.5 * self.skin) ** 2)
 
     def __call__(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -35,6 +35,7 @@ from .radial import RadialMLP
 
 __all__ = ["TFNConvolution", "tfn_paths"]
 
+
 def tfn_paths(l_in: int, l_filter: int, l_out: int) -> list[tuple[int, int, int]]:
     """All (lI, lF, lO) with lI <= l_in, lF <= l_filter, lO <= l_out and the triangle rule,
     sorted by (lI, lO, lF): the edge kernel's block order."""
