@@ -63,8 +63,9 @@ def batch_loss(model, graph, targets, weights, training=True, global_counts=None
     counts over all processes; default: this batch's."""
     need_f = weights.forces > 0 and keys.FORCES in targets
     need_s = weights.stress > 0 and keys.STRESS in targets
+    need_v = any(w > 0 and name in targets for name, w in weights.vectors.items())
     out = compute_response(model, graph, forces=need_f or not training, stress=need_s,
-                           training=training)
+                           training=training, energy_only=not need_v)
     n_atoms = torch.bincount(graph.batch, minlength=graph.n_graphs).to(graph.positions.dtype)
     terms = {}
     if weights.energy > 0 and keys.ENERGY in targets:
