@@ -26,8 +26,8 @@ Shapes: xt [n, D_in, c] (features, channels last), y [E, D_F], basis [E, n_basis
 envelope [E] -> out [n, K, c], columns in path order.
 """
 
-import functools
 import time
+import types
 from dataclasses import dataclass, field
 
 import torch
@@ -158,7 +158,7 @@ class FusedEdgeConv(torch.autograd.Function):
         if compiled and chunks:
             for sl in chunks:
                 args = _padded(chunks[0].stop, y[sl], xt[src[sl]], basis[sl], env[sl])
-                args += [w1, b1, w2, b2]
+                args += [t.detach() for t in (w1, b1, w2, b2)]
                 body = _kernel(plan, "forward", args)
                 out.index_add_(0, dst[sl], body(*args)[: sl.stop - sl.start])
         else:
@@ -188,7 +188,7 @@ class FusedEdgeConv(torch.autograd.Function):
             if compiled:
                 args = _padded(chunks[0].stop, y[sl], xt[src[sl]], basis[sl], env[sl],
                                g_out[dst[sl]])
-                args += [w1, b1, w2, b2]
+                args += [t.detach() for t in (w1, b1, w2, b2)]
                 body = _kernel(plan, "backward", args, need[3])
                 g_xs, g_ys, g_bs, g_us, _ = (None if t is None else t[:e] for t in body(*args))
             else:
@@ -220,8 +220,9 @@ def _padded(size: int, *tensors: Tensor) -> list[Tensor]:
     """Chunk inputs zero-padded to ``size`` edges (one compiled shape for every chunk; padded
     edges have envelope 0, so they add exact zeros)."""
     e = tensors[0].shape[0]
+    tensors = [t.detach() for t in tensors]  # one compiled variant (requires_grad is guarded)
     if e == size:
-        return list(tensors)
+        return tensors
     return [torch.cat([t, t.new_zeros(size - e, *t.shape[1:])]) for t in tensors]
 
 
@@ -229,15 +230,20 @@ def _kernel(plan: "EdgePlan", kind: str, args: list, env_grad: bool = True):
     """The chunk body ``kind`` ("forward" or "backward") of ``plan`` for chunks shaped like
     ``args`` (the first chunk's inputs), compiled with torch.compile, or left eager where
     compiling did not make it faster: both are timed on ``args`` (after one call, which
-    compiles) and the faster is kept for all later calls."""
+    compiles) and the faster is kept for all later calls. ``plan.kernels`` maps
+    (kind, chunk size, env_grad) to (body, compiled?)."""
     key = (kind, args[0].shape[0], env_grad)
     if key not in plan.kernels:
         if kind == "forward":
-            eager = functools.partial(_forward_chunk, plan)
+            def body(*a):
+                return _forward_chunk(plan, *a)
         else:
-            eager = functools.partial(_backward_chunk, plan, env_grad=env_grad,
-                                      param_grads=False)
-        compiled = torch.compile(eager, dynamic=False)
+            def body(*a):
+                return _backward_chunk(plan, *a, env_grad=env_grad, param_grads=False)
+        # torch.compile caches per code object (at most 8 variants): give this body its own
+        compiled = torch.compile(types.FunctionType(body.__code__.replace(), body.__globals__,
+                                                    body.__name__, None, body.__closure__),
+                                 dynamic=False)
 
         def seconds(fn):
             fn(*args)
@@ -246,9 +252,9 @@ def _kernel(plan: "EdgePlan", kind: str, args: list, env_grad: bool = True):
                 fn(*args)
             return time.perf_counter() - t
 
-        faster = not AUTOTUNE or seconds(compiled) < seconds(eager)
-        plan.kernels[key] = compiled if faster else eager
-    return plan.kernels[key]
+        faster = not AUTOTUNE or seconds(compiled) < seconds(body)
+        plan.kernels[key] = (compiled, True) if faster else (body, False)
+    return plan.kernels[key][0]
 
 
 def fused_edge_conv(xt: Tensor, y: Tensor, basis: Tensor, envelope: Tensor | None,
