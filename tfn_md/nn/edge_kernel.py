@@ -28,6 +28,7 @@ envelope [E] -> out [n, K, c], columns in path order.
 
 import time
 import types
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -252,7 +253,13 @@ def _kernel(plan: "EdgePlan", kind: str, args: list, env_grad: bool = True):
                 fn(*args)
             return time.perf_counter() - t
 
-        faster = not AUTOTUNE or seconds(compiled) < seconds(body)
+        try:
+            t_compiled = seconds(compiled)
+        except Exception as err:  # no C++ toolchain, unsupported platform, ...
+            warnings.warn(f"torch.compile of the edge kernel failed ({type(err).__name__}: "
+                          f"{err}); using the eager kernel", RuntimeWarning, stacklevel=2)
+            t_compiled = float("inf")
+        faster = t_compiled < float("inf") and (not AUTOTUNE or t_compiled < seconds(body))
         plan.kernels[key] = (compiled, True) if faster else (body, False)
     return plan.kernels[key][0]
 
