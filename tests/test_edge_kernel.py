@@ -101,3 +101,20 @@ def test_compiled_kernel_matches_eager(monkeypatch):
     assert abs(compiled["energy"] - eager["energy"]) < 1e-10
     np.testing.assert_allclose(compiled["forces"], eager["forces"], atol=1e-10)
     np.testing.assert_allclose(compiled["stress"], eager["stress"], atol=1e-10)
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    """Where torch.compile cannot build the kernel, compile=True warns and stays exact."""
+
+    def broken(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no compiler")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    atoms = triclinic_cu(repeat=(2, 1, 1))
+    model = make_model(species=["Cu"], cutoff=4.5)
+    eager = TFNCalculator(model).get_forces(atoms.copy())
+    with pytest.warns(RuntimeWarning, match="torch.compile of the edge kernel failed"):
+        forces = TFNCalculator(model, compile=True).get_forces(atoms.copy())
+    np.testing.assert_allclose(forces, eager, atol=1e-12)
