@@ -95,12 +95,16 @@ def neighbour_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray,
     check_atoms(atoms)
     if len(atoms) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3), np.int64)
-    box = atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
     nl = NeighborList(cutoff=cutoff, full_list=True)
-    i, j, s, d = nl.compute(atoms.positions, box, atoms.pbc, quantities="ijSd")
+    i, j, s, d = nl.compute(atoms.positions, _box(atoms), atoms.pbc, quantities="ijSd")
     _check_distances(i, j, d)
-    order = np.argsort(i, kind="stable")  # sorted by centre: the model can block over atoms
+    order = np.argsort(i, kind="stable")  # sorted by centre: scatters stay local in memory
     return i[order].astype(np.int64), j[order].astype(np.int64), s[order].astype(np.int64)
+
+
+def _box(atoms: Atoms) -> np.ndarray:
+    """The cell as the neighbour search sees it (zeros without periodic directions)."""
+    return atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
 
 
 def _check_distances(i: np.ndarray, j: np.ndarray, d: np.ndarray) -> None:
@@ -130,7 +134,7 @@ class VerletList:
         self._pairs = None
 
     def _stale(self, atoms: Atoms) -> bool:
-        if self._ref is None or self.skin == 0:
+        if self._ref is None:
             return True
         pos, numbers, cell, pbc = self._ref
         same = (np.array_equal(atoms.numbers, numbers) and np.array_equal(atoms.pbc, pbc)
@@ -143,6 +147,9 @@ class VerletList:
 
     def __call__(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(i, j, S) as :func:`neighbour_list` gives for ``cutoff``."""
+        if self.skin == 0:  # a fresh search every call: nothing to filter
+            self.n_builds += 1
+            return neighbour_list(atoms, self.cutoff)
         check_atoms(atoms)
         if self._stale(atoms):
             self._pairs = neighbour_list(atoms, self.cutoff + self.skin)
@@ -150,8 +157,7 @@ class VerletList:
                          atoms.pbc.copy())
             self.n_builds += 1
         i, j, s = self._pairs
-        box = atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
-        d = np.linalg.norm(atoms.positions[j] - atoms.positions[i] + s @ box, axis=1)
+        d = np.linalg.norm(atoms.positions[j] - atoms.positions[i] + s @ _box(atoms), axis=1)
         _check_distances(i, j, d)
         keep = d < self.cutoff
         return i[keep], j[keep], s[keep]

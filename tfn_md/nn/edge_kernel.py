@@ -101,11 +101,18 @@ def _silu_grad(pre: Tensor) -> Tensor:
     return s * (1 + pre * (1 - s))
 
 
+def _radial(bs, w1, b1, w2, b2) -> tuple[Tensor, Tensor, Tensor]:
+    """The radial MLP on a chunk's basis [e, n_basis]: (pre-activation [e, hidden],
+    hidden [e, hidden], output before the envelope [e, P c])."""
+    pre = torch.addmm(b1, bs, w1.T)
+    h = F.silu(pre)
+    return pre, h, torch.addmm(b2, h, w2.T)
+
+
 def _forward_chunk(plan: "EdgePlan", ys, xs, bs, us, w1, b1, w2, b2, out=None) -> Tensor:
     """Weighted messages of one chunk of edges [e, K, c] (written into ``out`` if given)."""
     e, c = ys.shape[0], xs.shape[2]
-    ws = torch.addmm(b2, F.silu(torch.addmm(b1, bs, w1.T)), w2.T)
-    ws = (ws * us[:, None]).view(e, -1, c)  # [e, P, c]
+    ws = (_radial(bs, w1, b1, w2, b2)[2] * us[:, None]).view(e, -1, c)  # [e, P, c]
     parts = []
     for b in plan.blocks:
         a = (ys @ b.c2).view(e, b.rows.stop - b.rows.start, -1)  # [e, dI, Kb]
@@ -120,9 +127,7 @@ def _backward_chunk(plan: "EdgePlan", ys, xs, bs, us, g_msgs, w1, b1, w2, b2,
     (g_xs [e, D_in, c], g_ys [e, D_F], g_bs [e, n_basis], g_us [e] or None,
     (g_pre, g_w0, h) for the MLP parameters or None)."""
     e, c = ys.shape[0], xs.shape[2]
-    pre = torch.addmm(b1, bs, w1.T)  # [e, hidden]
-    h = F.silu(pre)
-    w0 = torch.addmm(b2, h, w2.T)  # [e, P c], before the envelope
+    pre, h, w0 = _radial(bs, w1, b1, w2, b2)
     ws = (w0 * us[:, None]).view(e, -1, c)
     g_ys, g_xs, g_ws = 0, [], []
     for b in plan.blocks:
@@ -157,9 +162,9 @@ class FusedEdgeConv(torch.autograd.Function):
         out = xt.new_zeros(n_out, plan.n_cols, c)
         chunks = chunk_edges(y.shape[0], plan.n_cols, c)
         if compiled and chunks:
+            weights = [t.detach() for t in (w1, b1, w2, b2)]
             for sl in chunks:
-                args = _padded(chunks[0].stop, y[sl], xt[src[sl]], basis[sl], env[sl])
-                args += [t.detach() for t in (w1, b1, w2, b2)]
+                args = _padded(chunks[0].stop, y[sl], xt[src[sl]], basis[sl], env[sl]) + weights
                 body = _kernel(plan, "forward", args)
                 out.index_add_(0, dst[sl], body(*args)[: sl.stop - sl.start])
         else:
@@ -184,12 +189,12 @@ class FusedEdgeConv(torch.autograd.Function):
         g_params = None
         chunks = chunk_edges(y.shape[0], plan.n_cols, xt.shape[2])
         compiled = ctx.compiled and not torch.is_grad_enabled() and not param_grads
+        weights = [t.detach() for t in (w1, b1, w2, b2)]
         for sl in chunks:
             e = sl.stop - sl.start
             if compiled:
                 args = _padded(chunks[0].stop, y[sl], xt[src[sl]], basis[sl], env[sl],
-                               g_out[dst[sl]])
-                args += [t.detach() for t in (w1, b1, w2, b2)]
+                               g_out[dst[sl]]) + weights
                 body = _kernel(plan, "backward", args, need[3])
                 g_xs, g_ys, g_bs, g_us, _ = (None if t is None else t[:e] for t in body(*args))
             else:
