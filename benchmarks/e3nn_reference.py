@@ -97,7 +97,6 @@ class E3nnTFN(nn.Module):
         basis = m.basis(length)
         env = polynomial_envelope(length, cfg.cutoff, cfg.envelope_p) if cfg.basis == "bessel" \
             else None
-        x0 = x
         convs = list(self.convs[:-1]) + [self.last_scalars if energy_only else self.convs[-1]]
         for conv, si, nl in zip(convs, m.self_interactions, m.nonlinearities):
             h = nl(si(conv(x, sh, basis, env, graph.edge_index)))
@@ -105,9 +104,7 @@ class E3nnTFN(nn.Module):
                 d = min(x.shape[-1], h.shape[-1])
                 h = torch.cat([h[..., :d] + x[..., :d], h[..., d:]], dim=-1)
             x = h
-        no_edges = torch.zeros(2, 0, dtype=torch.long)
-        iso = m._interactions(x0, sh[:0], basis[:0], None if env is None else env[:0], no_edges,
-                              energy_only)
+        iso = m.isolated_features(energy_only)[species]
         e_atom = m.energy_readout(x[..., 0] - iso[..., 0]).squeeze(-1)
         energies = m.scale * e_atom + m.shift + m.e0[species]
         energy = energies.new_zeros(graph.n_graphs).index_add_(0, graph.batch, energies)

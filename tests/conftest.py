@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,11 @@ from ase.build import bulk, molecule
 from tfn_md import TFN
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+# Calculators made by the tests run eagerly unless a test asks for compile=True: compiling
+# a random model takes tens of seconds, and the compiled path has its own tests against
+# the eager one (tests/test_fast_paths.py).
+os.environ.setdefault("TFN_MD_COMPILE", "0")
 
 
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])

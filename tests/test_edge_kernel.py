@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+import tfn_md.compiled as whole_program
 import tfn_md.nn.edge_kernel as edge_kernel
 from tfn_md import TFNCalculator
 from tfn_md.nn.convolution import TFNConvolution
-from tfn_md.nn.edge_kernel import fused_edge_conv
+from tfn_md.nn.edge_kernel import MLPRadial, fused_edge_conv
 
 from .conftest import make_model, triclinic_cu
 
@@ -20,7 +21,7 @@ def setup(e=40, n=5, c=3, n_basis=4, l_out=2):
     gives blocks with one output column: the kernel's matrix-vector special cases)."""
     gen = torch.Generator().manual_seed(0)
     conv = TFNConvolution(c, 2, 2, 2, n_basis, 8).double()
-    plan, _, rows = conv.plan(torch.float64, "cpu", l_out)
+    plan, _, rows, _ = conv.plan(torch.float64, "cpu", l_out)
     if rows is not None:  # keep the radial functions of the computed paths only
         conv.radial.out.weight.data = conv.radial.out.weight.data[rows]
         conv.radial.out.bias.data = conv.radial.out.bias.data[rows]
@@ -41,7 +42,7 @@ def test_fused_edge_conv_gradients(monkeypatch, l_out):
     params = tuple(conv.radial.parameters())
 
     def f(xt, y, basis, env, *radial):
-        return fused_edge_conv(xt, y, basis, env, radial, src, dst, plan)
+        return fused_edge_conv(xt, y, (basis, env), radial, MLPRadial(), src, dst, plan)
 
     assert torch.autograd.gradcheck(f, inputs + params)
     assert torch.autograd.gradgradcheck(f, inputs + params)  # training on forces needs this
@@ -63,7 +64,8 @@ def test_fused_edge_conv_matches_unfused(monkeypatch, l_out):
             cols.append(seg.reshape(y.shape[0], q1 - q0, -1))
     expected = torch.zeros(xt.shape[0], plan.n_cols, xt.shape[2], dtype=torch.float64)
     expected.index_add_(0, dst, torch.cat(cols, 1))
-    out = fused_edge_conv(xt, y, basis, env, tuple(conv.radial.parameters()), src, dst, plan)
+    out = fused_edge_conv(xt, y, (basis, env), tuple(conv.radial.parameters()), MLPRadial(),
+                          src, dst, plan)
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -85,6 +87,7 @@ def test_compiled_kernel_matches_eager(monkeypatch):
     timed against eager) and gives the eager energy, forces and stress, also with a last
     chunk shorter than the others (padded)."""
     monkeypatch.setattr(edge_kernel, "AUTOTUNE", False)
+    monkeypatch.setattr(whole_program, "MAX_EDGES", 0)  # the chunk kernels, not a whole program
     monkeypatch.setattr(edge_kernel, "CHUNK_ELEMENTS", 4096)  # several chunks
     atoms = triclinic_cu(repeat=(2, 2, 1))
     model = make_model(species=["Cu"], cutoff=4.5)
@@ -95,7 +98,7 @@ def test_compiled_kernel_matches_eager(monkeypatch):
         results.append(calc.results)
         if compile:  # every chunk body in use is the compiled one
             kernels = [k for conv in calc.model.convolutions
-                       for plan, _, _ in conv._plans.values() for k in plan.kernels.values()]
+                       for plan, *_ in conv._plans.values() for k in plan.kernels.values()]
             assert len(kernels) == 4 and all(is_compiled for _, is_compiled in kernels)
     eager, compiled = results
     assert abs(compiled["energy"] - eager["energy"]) < 1e-10
@@ -112,6 +115,7 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
         return call
 
     monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(whole_program, "MAX_EDGES", 0)  # the chunk kernels
     atoms = triclinic_cu(repeat=(2, 1, 1))
     model = make_model(species=["Cu"], cutoff=4.5)
     eager = TFNCalculator(model).get_forces(atoms.copy())

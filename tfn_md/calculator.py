@@ -17,12 +17,14 @@ on the skin.
 """
 
 import copy
+import os
 
 import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from . import keys
+from .compiled import CompiledResponse
 from .graph import VerletList, atoms_to_graph
 from .io import load_potential
 from .model import TFN
@@ -39,9 +41,20 @@ class TFNCalculator(Calculator):
         device: torch device ("cpu", "cuda", ...).
         dtype: torch.float32 / torch.float64 (or their names); None keeps the model's.
         skin: Verlet skin in A for reusing the neighbour search in MD (0: search every call).
-        compile: compile the convolution's edge kernel with torch.compile (needs a C++
-            compiler; the first call takes about a minute, then each layer keeps whichever
-            of the compiled and eager kernels was faster on it). Off by default.
+        compile: "auto" (default), True or False. Small and medium systems (up to
+            ``tfn_md.compiled.MAX_EDGES`` edges) run one compiled program for the whole
+            energy + forces (+ stress) computation (:mod:`tfn_md.compiled`: several times
+            faster per call). Compiling takes tens of seconds per shape bucket the first
+            time, about a second once the program is in the disk cache. "auto" compiles a
+            bucket after ``tfn_md.compiled.COMPILE_AFTER`` eager calls of it (MD,
+            relaxations), so one-off calls never wait; True compiles at the first call and
+            also compiles the edge kernel's chunks of larger systems; False never compiles.
+            Where compiling fails (no C++ compiler) one warning is given and the eager path
+            is used. The environment variable ``TFN_MD_COMPILE=0`` turns "auto" off.
+        exact: evaluate the radial MLPs on every call. By default (False) they are
+            tabulated once as cubic Hermite splines (:meth:`tfn_md.TFN.tabulate`: forces
+            within about 1e-6 eV/A of the MLP's, exactly conservative, no MLP per edge);
+            a model whose radial functions no grid reproduces keeps the MLPs.
     """
 
     implemented_properties = [
@@ -56,7 +69,7 @@ class TFNCalculator(Calculator):
     nolabel = True
 
     def __init__(self, potential, device: str = "cpu", dtype=None, skin: float = 0.5,
-                 compile: bool = False, **kwargs):
+                 compile: bool | str = "auto", exact: bool = False, **kwargs):
         Calculator.__init__(self, **kwargs)
         model = potential if isinstance(potential, TFN) else load_potential(potential)
         if isinstance(dtype, str):
@@ -68,10 +81,52 @@ class TFNCalculator(Calculator):
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        if compile not in (True, False, "auto"):
+            raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
+        if compile == "auto" and os.environ.get("TFN_MD_COMPILE", "1") == "0":
+            compile = False
         for conv in self.model.convolutions:
-            conv.compile_kernels = compile
+            conv.compile_kernels = compile is True
+        if not exact:
+            self.model.tabulate()
+        # features of atoms without neighbours depend only on the weights: computed once
+        per_species = not self.model.config.n_scalar_inputs
+        with torch.no_grad():
+            self._isolated = {e: self.model.isolated_features(e) if per_species else None
+                              for e in (False, True)}
         cutoff = self.model.cutoff
         self.neighbours = None if cutoff is None else VerletList(cutoff, skin)
+        self.compiled = None
+        if compile and per_species and cutoff is not None:
+            self.compiled = CompiledResponse(self.model, self._isolated[True],
+                                             0 if compile is True else None)
+        self._species = (None, None)  # (atomic numbers, checked species indices)
+
+    def _species_of(self, numbers: np.ndarray) -> torch.Tensor:
+        """Model species indices [n] of ``numbers`` (checked; reused while unchanged)."""
+        known, species = self._species
+        if known is None or not np.array_equal(known, numbers):
+            z = torch.as_tensor(numbers, dtype=torch.int64, device=self.device)
+            self._species = (numbers.copy(), self.model.species_index(z))
+        return self._species[1]
+
+    def check_state(self, atoms, tol=1e-15):
+        """What changed since the last calculation (ASE's contract), by exact comparison:
+        several times cheaper than ASE's tolerance-based one, which matters in MD of small
+        molecules; a change below ``tol`` merely counts as a change."""
+        old = self.atoms
+        if old is None:
+            return all_changes[:]
+        changes = [] if np.array_equal(old.cell.array, atoms.cell.array) else ["cell"]
+        if not np.array_equal(old.pbc, atoms.pbc):
+            changes.append("pbc")
+        for name in all_changes:
+            if name in ("cell", "pbc"):
+                continue
+            a, b = old.arrays.get(name), atoms.arrays.get(name)
+            if (a is None) != (b is None) or (a is not None and not np.array_equal(a, b)):
+                changes.append(name)
+        return changes
 
     def calculate(self, atoms=None, properties=(keys.ENERGY,), system_changes=all_changes):
         Calculator.calculate(self, atoms, properties, system_changes)
@@ -94,9 +149,17 @@ class TFNCalculator(Calculator):
                 self.results[keys.STRESS] = np.zeros(6)
             return
         pairs = None if self.neighbours is None else self.neighbours(atoms)
-        graph = atoms_to_graph(atoms, self.model.cutoff, self.dtype, self.device, pairs)
-        out = compute_response(self.model, graph, forces=True, stress=periodic,
-                               energy_only=keys.VECTORS not in properties)
+        energy_only = keys.VECTORS not in properties
+        species = self._species_of(atoms.numbers)
+        out = None
+        if self.compiled is not None and energy_only:
+            out = self.compiled(atoms.numbers, species, atoms.positions, atoms.cell.array,
+                                pairs, periodic)
+        if out is None:
+            graph = atoms_to_graph(atoms, self.model.cutoff, self.dtype, self.device, pairs)
+            out = compute_response(self.model, graph, forces=True, stress=periodic,
+                                   energy_only=energy_only, species=species,
+                                   isolated=self._isolated[energy_only])
         energy = float(out[keys.ENERGY].sum().item())
         self.results = {
             keys.ENERGY: energy,

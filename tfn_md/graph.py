@@ -122,8 +122,9 @@ class VerletList:
     since it was made (and numbers, cell and pbc are unchanged); then no pair can have
     come from beyond ``cutoff + skin``. Each call returns exactly the pairs within
     ``cutoff`` (distances recomputed, O(n_edges)), in centre order, so results are those
-    of a fresh :func:`neighbour_list` up to the order of summation. ``skin = 0`` searches
-    every call. ``n_builds`` counts the searches."""
+    of a fresh :func:`neighbour_list` up to the order of summation, and the same tuple
+    object as last time when the pairs have not changed. ``skin = 0`` searches every
+    call. ``n_builds`` counts the searches."""
 
     def __init__(self, cutoff: float, skin: float = 0.5):
         if skin < 0:
@@ -132,6 +133,7 @@ class VerletList:
         self.n_builds = 0
         self._ref = None  # (positions, numbers, cell, pbc) of the last search
         self._pairs = None
+        self._kept = None  # (mask of the pairs within the cutoff, those pairs)
 
     def _stale(self, atoms: Atoms) -> bool:
         if self._ref is None:
@@ -155,12 +157,15 @@ class VerletList:
             self._pairs = neighbour_list(atoms, self.cutoff + self.skin)
             self._ref = (atoms.positions.copy(), atoms.numbers.copy(), atoms.cell.array.copy(),
                          atoms.pbc.copy())
+            self._kept = None
             self.n_builds += 1
         i, j, s = self._pairs
         d = np.linalg.norm(atoms.positions[j] - atoms.positions[i] + s @ _box(atoms), axis=1)
         _check_distances(i, j, d)
         keep = d < self.cutoff
-        return i[keep], j[keep], s[keep]
+        if self._kept is None or not np.array_equal(keep, self._kept[0]):
+            self._kept = (keep, (i[keep], j[keep], s[keep]))
+        return self._kept[1]  # the same object while the pairs are the same
 
 
 def all_pairs(n_atoms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

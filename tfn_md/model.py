@@ -15,6 +15,7 @@ model in one line, e.g. ``TFN(species=["H", "C", "O"], channels=32, l_max=2,
 layers=2, cutoff=5.0)``; its dtype follows ``.to(dtype)``.
 """
 
+import copy
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -25,12 +26,14 @@ from . import keys
 from .graph import Graph
 from .nn import (
     BesselBasis,
+    Edges,
     GaussianBasis,
     NormNonlinearity,
     SelfInteraction,
     TFNConvolution,
     polynomial_envelope,
 )
+from .nn.radial_table import tabulate
 from .nn.repulsion import zbl_pair_energy
 from .so3 import l2_to_matrix, spherical_harmonics
 
@@ -150,82 +153,139 @@ class TFN(nn.Module):
     def edge_vectors(self, graph: Graph) -> Tensor:
         """r_ij = x_j - x_i + S_ij · cell  [E, 3]."""
         i, j = graph.edge_index
-        cell_i = graph.cell[graph.batch[i]]  # [E, 3, 3]
-        offset = torch.einsum("ek,ekl->el", graph.shifts, cell_i)
+        if graph.n_graphs == 1:
+            offset = graph.shifts @ graph.cell[0]
+        else:
+            offset = torch.einsum("ek,ekl->el", graph.shifts, graph.cell[graph.batch[i]])
         return graph.positions[j] - graph.positions[i] + offset
 
-    def _interactions(self, x: Tensor, sh, basis, envelope, edge_index: Tensor,
-                      scalars_only: bool = False) -> Tensor:
+    def edges(self, graph: Graph) -> Edges:
+        """The per-edge inputs of the convolutions (lengths, harmonics; basis and envelope
+        unless every convolution reads a radial table)."""
+        cfg = self.config
+        vec = self.edge_vectors(graph)  # [E, 3]
+        length = torch.linalg.vector_norm(vec, dim=-1)  # [E]
+        sh = spherical_harmonics(vec, cfg.l_max)  # [E, (l_max+1)^2]
+        if self.tabulated:
+            return Edges(graph.edge_index, length, sh, None, None)
+        basis = self.basis(length)  # [E, n_basis]
+        envelope = (polynomial_envelope(length, cfg.cutoff, cfg.envelope_p)
+                    if cfg.basis == "bessel" else None)
+        return Edges(graph.edge_index, length, sh, basis, envelope)
+
+    def _interactions(self, x: Tensor, edges: Edges, scalars_only: bool = False) -> Tensor:
         """The TFN layers: [n, c, 1] species features -> [n, c, (l_last+1)^2]
         (-> [n, c, 1] with ``scalars_only``: the last layer computes only l = 0 outputs)."""
         last = len(self.convolutions) - 1
         layers = zip(self.convolutions, self.self_interactions, self.nonlinearities)
         for k, (conv, si, nl) in enumerate(layers):
             l_out = 0 if scalars_only and k == last else None
-            h = nl(si(conv(x, sh, basis, envelope, edge_index, l_out)))  # [n, c, D_out]
+            h = nl(si(conv(x, edges, l_out)))  # [n, c, D_out]
             if self.config.residual:
                 d = min(x.shape[-1], h.shape[-1])
                 h = torch.cat([h[..., :d] + x[..., :d], h[..., d:]], dim=-1)
             x = h
         return x
 
-    def embed(self, graph: Graph) -> tuple[Tensor, Tensor]:
-        """Species (and optional scalar inputs) -> (features [n, c, 1], species index [n])."""
-        species = self.species_index(graph.numbers)
+    def embed(self, graph: Graph, species: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Species (and optional scalar inputs) -> (features [n, c, 1], species index [n]).
+        ``species``: the indices already checked by :meth:`species_index`."""
+        if species is None:
+            species = self.species_index(graph.numbers)
+        if not self.config.n_scalar_inputs:  # one-hot @ W^T is a column lookup
+            return self.embedding.weight.T[species][:, :, None], species
         dtype = self.e0.dtype
         attrs = nn.functional.one_hot(species, len(self.config.species)).to(dtype)  # [n, S]
-        if self.config.n_scalar_inputs:
-            if graph.node_scalars is None:
-                raise ValueError(
-                    f"this model needs {self.config.n_scalar_inputs} per-atom scalar inputs "
-                    "(Graph.node_scalars)"
-                )
-            attrs = torch.cat([attrs, graph.node_scalars.to(dtype)], dim=1)
+        if graph.node_scalars is None:
+            raise ValueError(
+                f"this model needs {self.config.n_scalar_inputs} per-atom scalar inputs "
+                "(Graph.node_scalars)"
+            )
+        attrs = torch.cat([attrs, graph.node_scalars.to(dtype)], dim=1)
         return self.embedding(attrs)[:, :, None], species
 
-    def features(self, graph: Graph, scalars_only: bool = False
-                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The TFN layers on ``graph``: features [n, c, (l_last+1)^2], features of the same
-        atoms without neighbours [n, c, (l_last+1)^2], species index [n], edge lengths [E].
-        ``scalars_only``: only the l = 0 features of the last layer ([n, c, 1] each)."""
-        cfg = self.config
-        x0, species = self.embed(graph)
-        vec = self.edge_vectors(graph)  # [E, 3]
-        length = torch.linalg.vector_norm(vec, dim=-1)  # [E]
-        sh = spherical_harmonics(vec, cfg.l_max)  # [E, (l_max+1)^2]
-        basis = self.basis(length)  # [E, n_basis]
-        envelope = (
-            polynomial_envelope(length, cfg.cutoff, cfg.envelope_p)
-            if cfg.basis == "bessel"
-            else None
-        )
-        x = self._interactions(x0, sh, basis, envelope, graph.edge_index, scalars_only)
-        # an atom without neighbours depends only on its embedding: one row per species
-        # suffices unless per-atom scalar inputs make every atom's embedding its own
-        per_species = cfg.n_scalar_inputs == 0
-        if per_species:
-            eye = torch.eye(len(cfg.species), dtype=x0.dtype, device=x0.device)
-            x0 = self.embedding(eye)[:, :, None]  # [S, c, 1]
-        no_edges = torch.zeros(2, 0, dtype=torch.long, device=x0.device)
-        isolated = self._interactions(
-            x0, sh[:0], basis[:0], None if envelope is None else envelope[:0], no_edges,
-            scalars_only,
-        )
-        return x, isolated[species] if per_species else isolated, species, length
+    def features(self, graph: Graph, scalars_only: bool = False,
+                 species: Tensor | None = None) -> tuple[Tensor, Tensor, Edges]:
+        """The TFN layers on ``graph``: (features [n, c, (l_last+1)^2], species index [n],
+        edges). ``scalars_only``: only the l = 0 features of the last layer ([n, c, 1])."""
+        x0, species = self.embed(graph, species)
+        edges = self.edges(graph)
+        return self._interactions(x0, edges, scalars_only), species, edges
 
-    def forward(self, graph: Graph, energy_only: bool = False) -> dict[str, Tensor]:
+    def isolated_features(self, scalars_only: bool = False,
+                          graph: Graph | None = None) -> Tensor:
+        """Features of atoms without neighbours: one row per species [S, c, D] (they depend
+        only on the weights), or per atom of ``graph`` [n, c, D] for models with per-atom
+        scalar inputs."""
+        if self.config.n_scalar_inputs:
+            x0, _ = self.embed(graph)
+        else:
+            x0 = self.embedding.weight.T[:, :, None]  # [S, c, 1]
+        empty = x0.new_zeros(0)
+        no_edges = Edges(torch.zeros(2, 0, dtype=torch.long, device=x0.device), empty,
+                         x0.new_zeros(0, (self.config.l_max + 1) ** 2),
+                         x0.new_zeros(0, self.config.n_basis), empty)
+        return self._interactions(x0, no_edges, scalars_only)
+
+    @property
+    def tabulated(self) -> bool:
+        """True when every convolution reads tabulated radial functions (see :meth:`tabulate`)."""
+        return all(conv.table is not None for conv in self.convolutions)
+
+    def tabulate(self, tol: float = 1e-7) -> bool:
+        """Replace each convolution's radial MLP, for inference, by cubic Hermite splines of
+        the same functions of r (:mod:`tfn_md.nn.radial_table`), on grids fine enough that
+        value and slope deviate by at most ``tol`` relative to their largest magnitude.
+        Needs a cutoff; returns False (and leaves the MLP) where no grid meets ``tol``.
+        Parameters changed afterwards (training) are not seen by the tables: call
+        :meth:`untabulate` first."""
+        cfg = self.config
+        if cfg.cutoff is None:
+            return False
+        tables = []
+        for conv in self.convolutions:
+            radial = copy.deepcopy(conv.radial).double()
+            basis = copy.deepcopy(self.basis).double()
+
+            def fn(r, radial=radial, basis=basis):
+                w = radial(basis(r)).flatten(1)  # [N, P c]
+                if cfg.basis == "bessel":
+                    w = w * polynomial_envelope(r, cfg.cutoff, cfg.envelope_p)[:, None]
+                return w
+
+            table = tabulate(fn, cfg.cutoff, tol)
+            if table is None:
+                return False
+            tables.append(table[:2])
+        for conv, table in zip(self.convolutions, tables):
+            conv.set_table(table)
+        return True
+
+    def untabulate(self) -> None:
+        """Back to the radial MLPs (exact; needed for training)."""
+        for conv in self.convolutions:
+            conv.set_table(None)
+
+    def forward(self, graph: Graph, energy_only: bool = False, species: Tensor | None = None,
+                isolated: Tensor | None = None) -> dict[str, Tensor]:
         """Per-atom energies [n], total energy [n_graphs], per-atom vectors [n, 3]
         (and symmetric tensors [n, 3, 3] when the last layer keeps l = 2).
         ``energy_only``: energies alone, the last layer computing only its l = 0 outputs
-        (the same energies, for a fraction of that layer's cost)."""
+        (the same energies, for a fraction of that layer's cost). ``species``: indices
+        already checked by :meth:`species_index`; ``isolated``: :meth:`isolated_features`
+        computed once (inference: they depend only on the weights)."""
         cfg = self.config
-        x, isolated, species, length = self.features(graph, scalars_only=energy_only)
+        x, species, edges = self.features(graph, energy_only, species)
+        if isolated is None:
+            isolated = self.isolated_features(energy_only, graph)
+        if not cfg.n_scalar_inputs:
+            isolated = isolated[species]
         # energy relative to the same atom without neighbours: a lone atom has shift + E0
         e_atom = self.energy_readout(x[..., 0] - isolated[..., 0]).squeeze(-1)  # [n]
         energies = self.scale * e_atom + self.shift + self.e0[species]  # [n]
         if cfg.zbl:
             i, j = graph.edge_index
-            pair = zbl_pair_energy(graph.numbers[i], graph.numbers[j], length)  # [E]
+            pair = zbl_pair_energy(graph.numbers[i], graph.numbers[j], edges.length)  # [E]
             energies = energies.index_add(0, i, pair)
         energy = energies.new_zeros(graph.n_graphs).index_add_(0, graph.batch, energies)
         out = {keys.ENERGIES: energies, keys.ENERGY: energy}

@@ -33,9 +33,11 @@ def compute_response(
     stress: bool = False,
     training: bool = False,
     energy_only: bool = False,
+    **model_kwargs,
 ) -> dict[str, Tensor]:
     """Run ``model`` on ``graph`` and add ``forces`` and (3x3) ``stress`` from dE/dx, dE/deps.
-    ``energy_only`` asks the model for energies alone (no vectors or tensors: cheaper)."""
+    ``energy_only`` asks the model for energies alone (no vectors or tensors: cheaper);
+    ``model_kwargs`` go to the model (e.g. precomputed ``isolated`` features)."""
     positions = graph.positions.detach().requires_grad_(forces or stress)
     cell = graph.cell.detach()
     inputs = [positions]
@@ -46,7 +48,9 @@ def compute_response(
         cell = cell + torch.bmm(cell, sym)
         inputs.append(strain)
     strained = replace(graph, positions=positions, cell=cell)
-    out = model(strained, energy_only=True) if energy_only else model(strained)
+    if energy_only:
+        model_kwargs["energy_only"] = True
+    out = model(strained, **model_kwargs)
     if not (forces or stress):
         return out
     grads = torch.autograd.grad(

@@ -1,11 +1,12 @@
 """Neural-network pieces of a TFN: radial functions, the convolution, point-wise layers."""
 
-from .convolution import TFNConvolution, tfn_paths
+from .convolution import Edges, TFNConvolution, tfn_paths
 from .layers import NormNonlinearity, SelfInteraction, safe_norm
 from .radial import BesselBasis, GaussianBasis, RadialMLP, polynomial_envelope
 
 __all__ = [
     "BesselBasis",
+    "Edges",
     "GaussianBasis",
     "NormNonlinearity",
     "RadialMLP",

@@ -25,15 +25,36 @@ nothing per edge beyond its inputs, so memory grows as O(E (n_basis + D_F)) at a
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from ..so3 import clebsch_gordan, sh_dim, sh_slice
-from .edge_kernel import Block, EdgePlan, fused_edge_conv
+from .edge_kernel import Block, EdgePlan, MLPRadial, TableRadial, fused_edge_conv
 from .radial import RadialMLP
 
-__all__ = ["TFNConvolution", "tfn_paths"]
+__all__ = ["Edges", "TFNConvolution", "tfn_paths"]
+
+
+@dataclass
+class Edges:
+    """What every convolution reads per edge e = (centre i <- neighbour j):
+    ``index`` [2, E] (row 0 the centre i, row 1 the neighbour j), ``length`` |r_ij| [E],
+    ``sh`` Y(r_ij_hat) [E, (l_max+1)^2], ``basis`` B(|r_ij|) [E, n_basis] and ``envelope``
+    u(|r_ij|) [E] (basis and envelope None where every convolution reads a table, the
+    envelope also without a cutoff)."""
+
+    index: Tensor
+    length: Tensor
+    sh: Tensor
+    basis: Tensor | None
+    envelope: Tensor | None
+
+    def __getitem__(self, sl: slice) -> "Edges":
+        return Edges(self.index[:, sl], self.length[sl], self.sh[sl],
+                     None if self.basis is None else self.basis[sl],
+                     None if self.envelope is None else self.envelope[sl])
 
 
 def tfn_paths(l_in: int, l_filter: int, l_out: int) -> list[tuple[int, int, int]]:
@@ -87,11 +108,15 @@ class TFNConvolution(nn.Module):
         self.n_paths_out = [sum(1 for p in self.paths if p[2] == lo) for lo in range(l_out + 1)]
         self.radial = RadialMLP(n_basis, radial_hidden, len(self.paths), channels)
         self.compile_kernels = False  # see fused_edge_conv(compiled=...); set by the calculator
+        # (coefficients [N, 4, P c] float64, h) of the tabulated radial functions, or None
+        # for the MLP (see tfn_md.nn.radial_table; set by TFN.tabulate, never trained)
+        self.table: tuple[Tensor, float] | None = None
 
     def plan(self, dtype: torch.dtype, device, l_out: int) -> tuple:
         """The edge kernel's constants for the paths with lO <= ``l_out``, in ``dtype`` on
         ``device`` (built once, cached): (EdgePlan, column order grouped by lO [K],
-        radial MLP output rows of these paths [P' c] or None for all)."""
+        radial MLP output rows of these paths [P' c] or None for all, their table
+        coefficients [N, 4, P' c] or None without a table)."""
         key = (dtype, str(device), l_out)
         if key in self._plans:
             return self._plans[key]
@@ -127,44 +152,50 @@ class TFNConvolution(nn.Module):
         c = self.channels
         rows = None if len(kept) == len(self.paths) else torch.tensor(
             [q * c + k for q in kept for k in range(c)], device=device)
-        self._plans[key] = (EdgePlan(tuple(blocks), col), by_lo, rows)
+        table = None
+        if self.table is not None:  # the table's columns of these paths, in dtype on device
+            coef = self.table[0] if rows is None else self.table[0][:, :, rows.cpu()]
+            table = coef.to(dtype=dtype, device=device).contiguous()
+        self._plans[key] = (EdgePlan(tuple(blocks), col), by_lo, rows, table)
         return self._plans[key]
+
+    def set_table(self, table: tuple[Tensor, float] | None) -> None:
+        """Use the tabulated radial functions ``table`` = (coefficients [N, 4, P c], h), or
+        the MLP again with None."""
+        self.table = table
+        self._plans.clear()
 
     @property
     def out_channels(self) -> list[int]:
         """Channels per output order after concatenation: c * n_paths(lO)."""
         return [self.channels * n for n in self.n_paths_out]
 
-    def forward(
-        self,
-        x: Tensor,
-        edge_sh: Tensor,
-        edge_basis: Tensor,
-        edge_envelope: Tensor | None,
-        edge_index: Tensor,
-        l_out: int | None = None,
-    ) -> list[Tensor]:
+    def forward(self, x: Tensor, edges: Edges, l_out: int | None = None) -> list[Tensor]:
         """
-        x:             [n, c, (l_in+1)^2] input features V
-        edge_sh:       [E, >= (l_filter+1)^2] Y(r_ij_hat)
-        edge_basis:    [E, n_basis] radial basis B(|r_ij|)
-        edge_envelope: [E] smooth cutoff u(|r_ij|) or None
-        edge_index:    [2, E] (centre i, neighbour j)
-        l_out:         compute only the outputs of order <= l_out (default: all); the
-                       others are never used when, e.g., only the energy is wanted
+        x:      [n, c, (l_in+1)^2] input features V
+        edges:  the per-edge inputs (:class:`Edges`; harmonics up to >= l_filter)
+        l_out:  compute only the outputs of order <= l_out (default: all); the others are
+                never used when, e.g., only the energy is wanted
         """
         n, c = x.shape[0], self.channels
         l_out = self.l_out if l_out is None else min(l_out, self.l_out)
-        centre, neighbour = edge_index[0], edge_index[1]
-        plan, by_lo, rows = self.plan(x.dtype, x.device, l_out)
+        centre, neighbour = edges.index[0], edges.index[1]
+        plan, by_lo, rows, table = self.plan(x.dtype, x.device, l_out)
         xt = x[:, :, : sh_dim(self.l_in)].transpose(1, 2).contiguous()  # [n, D_in, c]
-        sh = edge_sh[:, : self._d_f]
-        r = self.radial
-        w2, b2 = r.out.weight, r.out.bias
-        if rows is not None:  # the radial functions of the computed paths only
-            w2, b2 = w2[rows], b2[rows]
-        out = fused_edge_conv(xt, sh, edge_basis, edge_envelope,
-                              (r.hidden.weight, r.hidden.bias, w2, b2), neighbour, centre, plan, n,
+        sh = edges.sh[:, : self._d_f]
+        if table is not None:
+            radial, edge_in, params = TableRadial(1.0 / self.table[1]), (edges.length,), (table,)
+        else:
+            r = self.radial
+            w2, b2 = r.out.weight, r.out.bias
+            if rows is not None:  # the radial functions of the computed paths only
+                w2, b2 = w2[rows], b2[rows]
+            envelope = edges.envelope
+            if envelope is None:
+                envelope = edges.length.new_ones(edges.length.shape[0])
+            radial, edge_in = MLPRadial(), (edges.basis, envelope)
+            params = (r.hidden.weight, r.hidden.bias, w2, b2)
+        out = fused_edge_conv(xt, sh, edge_in, params, radial, neighbour, centre, plan, n,
                               self.compile_kernels)
         out = out[:, by_lo]  # [n, K, c], columns grouped by lO
         out = out * (1.0 / math.sqrt(self.avg_num_neighbors))

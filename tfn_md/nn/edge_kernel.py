@@ -16,16 +16,24 @@ in cache, forward and again in backward (recomputing A and the messages), so not
 of size [E, K, c] is stored. The backward is made of differentiable torch ops, so
 double backward (training on forces) works.
 
-The radial weights w_e = u(r_e) MLP(B(r_e)) [P, c] are computed inside the same chunks
-from the basis B [E, n_basis] and envelope u [E] (the MLP's parameters are inputs of the
-Function), so they are never stored for the whole graph either: memory stays
-O(E (n_basis + D_F)) and a 100k-atom graph needs no blocking or recomputation of the
-forward.
+The radial weights w_e [P, c] are made inside the same chunks from per-edge inputs by a
+:class:`Radial`, in forward and again in backward, so they are never stored for the whole
+graph either:
 
-Shapes: xt [n, D_in, c] (features, channels last), y [E, D_F], basis [E, n_basis],
-envelope [E] -> out [n, K, c], columns in path order.
+* :class:`MLPRadial`: w = u(r) (W2 SiLU(W1 B(r) + b1) + b2) from the basis B [E, n_basis]
+  and envelope u [E] (training, and ``exact`` inference);
+* :class:`TableRadial`: w = the cubic Hermite spline of that same function of r, tabulated
+  once after training (:mod:`tfn_md.nn.radial_table`), from the lengths r [E]: no MLP.
+
+Memory stays O(E (n_basis + D_F)) and a 100k-atom graph needs no blocking.
+
+Shapes: xt [n, D_in, c] (features, channels last), y [E, D_F], per-edge radial inputs
+(chunked with the edges), radial parameters (whole) -> out [n_out, K, c], columns in path
+order.
 """
 
+import contextlib
+import threading
 import time
 import types
 import warnings
@@ -35,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Block", "EdgePlan", "chunk_edges", "fused_edge_conv"]
+__all__ = ["Block", "EdgePlan", "MLPRadial", "TableRadial", "chunk_edges", "fused_edge_conv"]
 
 CHUNK_ELEMENTS = 1 << 19  # about 2 MB of float32 per [chunk, K, c] tensor
 AUTOTUNE = True  # compiled=True keeps the eager body where it is faster (False: always compiled)
@@ -63,10 +71,92 @@ class EdgePlan:
     kernels: dict = field(default_factory=dict)
 
 
+_unchunked = threading.local()
+
+
+@contextlib.contextmanager
+def unchunked():
+    """Within this context (in this thread) every call takes all its edges as one chunk and
+    runs the eager chunk bodies: for tracing a whole computation for a compiler, which
+    fuses the chunk's work itself."""
+    _unchunked.on = True
+    try:
+        yield
+    finally:
+        _unchunked.on = False
+
+
 def chunk_edges(n_edges: int, k: int, c: int) -> list[slice]:
     size = max(64, CHUNK_ELEMENTS // max(k * c, 1))
+    if getattr(_unchunked, "on", False):
+        size = max(n_edges, 1)
     return [slice(s, min(s + size, n_edges)) for s in range(0, n_edges, size)]
 
+
+# ---- radial weights of a chunk ---------------------------------------------------------
+
+def _silu_grad(pre: Tensor) -> Tensor:
+    s = torch.sigmoid(pre)
+    return s * (1 + pre * (1 - s))
+
+
+@dataclass(frozen=True)
+class MLPRadial:
+    """w = u(r) (W2 SiLU(W1 B + b1) + b2) [e, P c]. Per-edge inputs (B [E, n_basis],
+    u [E]); parameters (W1 [h, n_basis], b1 [h], W2 [P c, h], b2 [P c])."""
+
+    n_edge_inputs = 2
+
+    @staticmethod
+    def weights(edge, params) -> Tensor:
+        (bs, us), (w1, b1, w2, b2) = edge, params
+        return torch.addmm(b2, F.silu(torch.addmm(b1, bs, w1.T)), w2.T) * us[:, None]
+
+    @staticmethod
+    def backward(edge, params, g_w: Tensor, need: tuple, param_grads: bool):
+        """(grads of the per-edge inputs, summed-over-chunk parameter gradient parts)."""
+        (bs, us), (w1, b1, w2, b2) = edge, params
+        pre = torch.addmm(b1, bs, w1.T)
+        h = F.silu(pre)
+        g_us = (g_w * torch.addmm(b2, h, w2.T)).sum(1) if need[1] else None
+        g_w0 = g_w * us[:, None]
+        g_pre = (g_w0 @ w2) * _silu_grad(pre)  # [e, hidden]
+        parts = (g_pre.T @ bs, g_pre.sum(0), g_w0.T @ h, g_w0.sum(0)) if param_grads else None
+        return (g_pre @ w1, g_us), parts
+
+
+@dataclass(frozen=True)
+class TableRadial:
+    """w(r) [e, P c] from a cubic Hermite table: interval k = floor(r / h), t = r / h - k,
+    w = ((a3 t + a2) t + a1) t + a0 with coefficients ``coef`` [n_intervals, 4, P c]
+    (a0..a3; zero beyond the last interval). Per-edge input r [E]; parameter ``coef``.
+    The gradient is the spline's own derivative, so forces are exact derivatives of the
+    tabulated energy."""
+
+    inv_h: float
+    n_edge_inputs = 1
+
+    def _locate(self, r: Tensor, coef: Tensor):
+        s = r * self.inv_h
+        k = s.floor().clamp(0, coef.shape[0] - 1)
+        t = (s - k)[:, None]
+        a = coef[k.long()]  # [e, 4, P c]
+        inside = (s < coef.shape[0])[:, None]
+        return t, a, inside
+
+    def weights(self, edge, params) -> Tensor:
+        t, a, inside = self._locate(edge[0], params[0])
+        w = ((a[:, 3] * t + a[:, 2]) * t + a[:, 1]) * t + a[:, 0]
+        return torch.where(inside, w, torch.zeros_like(w))
+
+    def backward(self, edge, params, g_w: Tensor, need: tuple, param_grads: bool):
+        t, a, inside = self._locate(edge[0], params[0])
+        dw = ((3 * a[:, 3] * t + 2 * a[:, 2]) * t + a[:, 1]) * self.inv_h  # dw/dr
+        dw = torch.where(inside, dw, torch.zeros_like(dw))
+        return ((g_w * dw).sum(1),), None
+
+
+# ---- messages of a chunk, given its radial weights -------------------------------------
 
 def _weighted(msg: Tensor, w: Tensor, groups, out: Tensor | None = None) -> Tensor:
     """msg [e, K_b, c] times each path's weights w [e, P, c], by broadcasting per group,
@@ -96,23 +186,10 @@ def _bmm(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(a, b)
 
 
-def _silu_grad(pre: Tensor) -> Tensor:
-    s = torch.sigmoid(pre)
-    return s * (1 + pre * (1 - s))
-
-
-def _radial(bs, w1, b1, w2, b2) -> tuple[Tensor, Tensor, Tensor]:
-    """The radial MLP on a chunk's basis [e, n_basis]: (pre-activation [e, hidden],
-    hidden [e, hidden], output before the envelope [e, P c])."""
-    pre = torch.addmm(b1, bs, w1.T)
-    h = F.silu(pre)
-    return pre, h, torch.addmm(b2, h, w2.T)
-
-
-def _forward_chunk(plan: "EdgePlan", ys, xs, bs, us, w1, b1, w2, b2, out=None) -> Tensor:
+def _forward_chunk(plan: EdgePlan, radial, ys, xs, edge, params, out=None) -> Tensor:
     """Weighted messages of one chunk of edges [e, K, c] (written into ``out`` if given)."""
     e, c = ys.shape[0], xs.shape[2]
-    ws = (_radial(bs, w1, b1, w2, b2)[2] * us[:, None]).view(e, -1, c)  # [e, P, c]
+    ws = radial.weights(edge, params).view(e, -1, c)  # [e, P, c]
     parts = []
     for b in plan.blocks:
         a = (ys @ b.c2).view(e, b.rows.stop - b.rows.start, -1)  # [e, dI, Kb]
@@ -121,14 +198,13 @@ def _forward_chunk(plan: "EdgePlan", ys, xs, bs, us, w1, b1, w2, b2, out=None) -
     return out if out is not None else torch.cat(parts, dim=1)
 
 
-def _backward_chunk(plan: "EdgePlan", ys, xs, bs, us, g_msgs, w1, b1, w2, b2,
-                    env_grad: bool, param_grads: bool) -> tuple:
+def _backward_chunk(plan: EdgePlan, radial, ys, xs, edge, params, g_msgs, need: tuple,
+                    param_grads: bool) -> tuple:
     """Gradients of one chunk from g_msgs = dL/d(weighted messages) [e, K, c]:
-    (g_xs [e, D_in, c], g_ys [e, D_F], g_bs [e, n_basis], g_us [e] or None,
-    (g_pre, g_w0, h) for the MLP parameters or None)."""
+    (g_xs [e, D_in, c], g_ys [e, D_F], grads of the per-edge radial inputs, parameter
+    gradient parts or None)."""
     e, c = ys.shape[0], xs.shape[2]
-    pre, h, w0 = _radial(bs, w1, b1, w2, b2)
-    ws = (w0 * us[:, None]).view(e, -1, c)
+    ws = radial.weights(edge, params).view(e, -1, c)
     g_ys, g_xs, g_ws = 0, [], []
     for b in plan.blocks:
         a = (ys @ b.c2).view(e, b.rows.stop - b.rows.start, -1)  # [e, dI, Kb]
@@ -143,88 +219,87 @@ def _backward_chunk(plan: "EdgePlan", ys, xs, bs, us, g_msgs, w1, b1, w2, b2,
         g_a = _bmm(x_b, g_t.transpose(1, 2))  # [e, dI, Kb]
         g_ys = g_ys + g_a.reshape(e, -1) @ b.c2.T  # [e, D_F]
     g_w = torch.cat(g_ws, dim=1).view(e, -1)  # [e, P c] (blocks hold paths in order)
-    g_us = (g_w * w0).sum(1) if env_grad else None
-    g_w0 = g_w * us[:, None]
-    g_pre = (g_w0 @ w2) * _silu_grad(pre)  # [e, hidden]
-    return (torch.cat(g_xs, dim=1), g_ys, g_pre @ w1, g_us,
-            (g_pre, g_w0, h) if param_grads else None)
+    g_edge, parts = radial.backward(edge, params, g_w, need, param_grads)
+    return torch.cat(g_xs, dim=1), g_ys, g_edge, parts
 
 
 class FusedEdgeConv(torch.autograd.Function):
-    """The edge contraction with the radial MLP inside it: per chunk of edges,
-    w = u(r) (W2 SiLU(W1 B(r) + b1) + b2) is made, used and dropped, in forward and again in
-    backward, so no [E, P, c] weight tensor is ever stored (memory O(E n_basis))."""
+    """The edge contraction with the radial weights made inside it, per chunk of edges, in
+    forward and again in backward (no [E, P, c] tensor is ever stored). Inputs after the
+    constants: ``radial.n_edge_inputs`` per-edge tensors, then the radial parameters."""
 
     @staticmethod
-    def forward(ctx, xt, y, basis, env, w1, b1, w2, b2, src, dst, plan: EdgePlan, n_out: int,
-                compiled: bool):
+    def forward(ctx, xt, y, src, dst, plan: EdgePlan, radial, n_out: int, compiled: bool,
+                *tensors):
+        n_edge = radial.n_edge_inputs
+        edge_in, params = tensors[:n_edge], tensors[n_edge:]
+        compiled = compiled and not getattr(_unchunked, "on", False)  # a compiler traces us
         c = xt.shape[2]
         out = xt.new_zeros(n_out, plan.n_cols, c)
         chunks = chunk_edges(y.shape[0], plan.n_cols, c)
         if compiled and chunks:
-            weights = [t.detach() for t in (w1, b1, w2, b2)]
+            weights = [t.detach() for t in params]
             for sl in chunks:
-                args = _padded(chunks[0].stop, y[sl], xt[src[sl]], basis[sl], env[sl]) + weights
-                body = _kernel(plan, "forward", args)
-                out.index_add_(0, dst[sl], body(*args)[: sl.stop - sl.start])
+                args = _padded(chunks[0].stop, y[sl], xt[src[sl]], *(t[sl] for t in edge_in))
+                body = _kernel(plan, radial, "forward", args, weights)
+                out.index_add_(0, dst[sl], body(*args, *weights)[: sl.stop - sl.start])
         else:
             buffer = xt.new_empty(chunks[0].stop if chunks else 0, plan.n_cols, c)
             for sl in chunks:
                 e = sl.stop - sl.start
-                weighted = _forward_chunk(plan, y[sl], xt[src[sl]], basis[sl], env[sl],
-                                          w1, b1, w2, b2, out=buffer[:e])
+                weighted = _forward_chunk(plan, radial, y[sl], xt[src[sl]],
+                                          [t[sl] for t in edge_in], params, out=buffer[:e])
                 out.index_add_(0, dst[sl], weighted)
-        ctx.save_for_backward(xt, y, basis, env, w1, b1, w2, b2, src, dst)
-        ctx.plan, ctx.compiled = plan, compiled
+        ctx.save_for_backward(xt, y, src, dst, *tensors)
+        ctx.plan, ctx.radial, ctx.compiled = plan, radial, compiled
         return out
 
     @staticmethod
     def backward(ctx, g_out):
-        xt, y, basis, env, w1, b1, w2, b2, src, dst = ctx.saved_tensors
-        plan = ctx.plan
-        need = ctx.needs_input_grad
-        param_grads = any(need[4:8])
+        xt, y, src, dst, *tensors = ctx.saved_tensors
+        plan, radial = ctx.plan, ctx.radial
+        n_edge = radial.n_edge_inputs
+        edge_in, params = tensors[:n_edge], tensors[n_edge:]
+        need_edge = ctx.needs_input_grad[8:8 + n_edge]
+        param_grads = any(ctx.needs_input_grad[8 + n_edge:])
         g_xt = torch.zeros_like(xt)
-        g_y, g_basis, g_env = [], [], []
+        g_y, g_edge = [], [[] for _ in edge_in]
         g_params = None
         chunks = chunk_edges(y.shape[0], plan.n_cols, xt.shape[2])
         compiled = ctx.compiled and not torch.is_grad_enabled() and not param_grads
-        weights = [t.detach() for t in (w1, b1, w2, b2)]
+        weights = [t.detach() for t in params]
         for sl in chunks:
             e = sl.stop - sl.start
             if compiled:
-                args = _padded(chunks[0].stop, y[sl], xt[src[sl]], basis[sl], env[sl],
-                               g_out[dst[sl]]) + weights
-                body = _kernel(plan, "backward", args, need[3])
-                g_xs, g_ys, g_bs, g_us, _ = (None if t is None else t[:e] for t in body(*args))
+                args = _padded(chunks[0].stop, y[sl], xt[src[sl]], *(t[sl] for t in edge_in),
+                               g_out[dst[sl]])
+                body = _kernel(plan, radial, "backward", args, weights, need_edge)
+                g_xs, g_ys, *g_es = (None if t is None else t[:e] for t in body(*args, *weights))
+                parts = None
             else:
-                g_xs, g_ys, g_bs, g_us, mlp = _backward_chunk(
-                    plan, y[sl], xt[src[sl]], basis[sl], env[sl], g_out[dst[sl]],
-                    w1, b1, w2, b2, need[3], param_grads)
+                g_xs, g_ys, g_es, parts = _backward_chunk(
+                    plan, radial, y[sl], xt[src[sl]], [t[sl] for t in edge_in], params,
+                    g_out[dst[sl]], need_edge, param_grads)
             g_xt.index_add_(0, src[sl], g_xs)  # in place: O(E) not O(E n)
             g_y.append(g_ys)
-            g_basis.append(g_bs)
-            if g_us is not None:
-                g_env.append(g_us)
+            for acc, g in zip(g_edge, g_es):
+                if g is not None:
+                    acc.append(g)
             if param_grads:
-                g_pre, g_w0, h = mlp
-                parts = (g_pre.T @ basis[sl], g_pre.sum(0), g_w0.T @ h, g_w0.sum(0))
                 g_params = parts if g_params is None else tuple(
                     g + q for g, q in zip(g_params, parts))
-        if not g_y:  # no edges
-            g_y, g_basis = torch.zeros_like(y), torch.zeros_like(basis)
-        else:
-            g_y, g_basis = torch.cat(g_y), torch.cat(g_basis)
-        g_env = torch.cat(g_env) if g_env else torch.zeros_like(env) if need[3] else None
+        g_y = torch.cat(g_y) if g_y else torch.zeros_like(y)
+        g_edge = [torch.cat(acc) if acc else torch.zeros_like(t) if need else None
+                  for acc, t, need in zip(g_edge, edge_in, need_edge)]
         if param_grads and g_params is None:
-            g_params = tuple(torch.zeros_like(t) for t in (w1, b1, w2, b2))
-        return (g_xt, g_y, g_basis, g_env, *(g_params or (None,) * 4),
-                None, None, None, None, None)
+            g_params = tuple(torch.zeros_like(t) for t in params)
+        return (g_xt, g_y, None, None, None, None, None, None, *g_edge,
+                *(g_params or (None,) * len(params)))
 
 
 def _padded(size: int, *tensors: Tensor) -> list[Tensor]:
     """Chunk inputs zero-padded to ``size`` edges (one compiled shape for every chunk; padded
-    edges have envelope 0, so they add exact zeros)."""
+    edges have zero harmonics and features, so they add exact zeros)."""
     e = tensors[0].shape[0]
     tensors = [t.detach() for t in tensors]  # one compiled variant (requires_grad is guarded)
     if e == size:
@@ -232,30 +307,35 @@ def _padded(size: int, *tensors: Tensor) -> list[Tensor]:
     return [torch.cat([t, t.new_zeros(size - e, *t.shape[1:])]) for t in tensors]
 
 
-def _kernel(plan: "EdgePlan", kind: str, args: list, env_grad: bool = True):
+def _kernel(plan: EdgePlan, radial, kind: str, args: list, weights: list,
+            need: tuple = (True, True)):
     """The chunk body ``kind`` ("forward" or "backward") of ``plan`` for chunks shaped like
     ``args`` (the first chunk's inputs), compiled with torch.compile, or left eager where
     compiling did not make it faster: both are timed on ``args`` (after one call, which
     compiles) and the faster is kept for all later calls. ``plan.kernels`` maps
-    (kind, chunk size, env_grad) to (body, compiled?)."""
-    key = (kind, args[0].shape[0], env_grad)
+    (kind, radial, chunk size, need) to (body, compiled?)."""
+    key = (kind, radial, args[0].shape[0], tuple(need))
+    n_edge = radial.n_edge_inputs
     if key not in plan.kernels:
         if kind == "forward":
-            def body(*a):
-                return _forward_chunk(plan, *a)
+            def body(ys, xs, *rest):
+                return _forward_chunk(plan, radial, ys, xs, rest[:n_edge], rest[n_edge:])
         else:
-            def body(*a):
-                return _backward_chunk(plan, *a, env_grad=env_grad, param_grads=False)
+            def body(ys, xs, *rest):
+                g_xs, g_ys, g_es, _ = _backward_chunk(
+                    plan, radial, ys, xs, rest[:n_edge], rest[n_edge + 1:], rest[n_edge],
+                    need, False)
+                return (g_xs, g_ys, *g_es)
         # torch.compile caches per code object (at most 8 variants): give this body its own
         compiled = torch.compile(types.FunctionType(body.__code__.replace(), body.__globals__,
                                                     body.__name__, None, body.__closure__),
                                  dynamic=False)
 
         def seconds(fn):
-            fn(*args)
+            fn(*args, *weights)
             t = time.perf_counter()
             for _ in range(3):
-                fn(*args)
+                fn(*args, *weights)
             return time.perf_counter() - t
 
         try:
@@ -269,15 +349,14 @@ def _kernel(plan: "EdgePlan", kind: str, args: list, env_grad: bool = True):
     return plan.kernels[key][0]
 
 
-def fused_edge_conv(xt: Tensor, y: Tensor, basis: Tensor, envelope: Tensor | None,
-                    radial: tuple, src: Tensor, dst: Tensor, plan: EdgePlan,
-                    n_out: int | None = None, compiled: bool = False) -> Tensor:
-    """See the module docstring: [n, D_in, c], [E, D_F], [E, n_basis], [E] or None, the
-    radial MLP's (W1 [h, n_basis], b1 [h], W2 [P c, h], b2 [P c]) -> [n_out, K, c] (``dst``
-    indexes the n_out output rows; default n_out = n). ``compiled``: run the chunk bodies
-    through torch.compile where that is faster (inference only: forward, and backward
-    without a graph; training keeps the eager, twice-differentiable code)."""
-    if envelope is None:
-        envelope = basis.new_ones(basis.shape[0])
-    return FusedEdgeConv.apply(xt, y, basis, envelope, *radial, src, dst, plan,
-                               xt.shape[0] if n_out is None else n_out, compiled)
+def fused_edge_conv(xt: Tensor, y: Tensor, edge_inputs: tuple, params: tuple, radial,
+                    src: Tensor, dst: Tensor, plan: EdgePlan, n_out: int | None = None,
+                    compiled: bool = False) -> Tensor:
+    """See the module docstring: [n, D_in, c], [E, D_F], the radial's per-edge inputs and
+    parameters -> [n_out, K, c] (``dst`` indexes the n_out output rows; default n_out = n).
+    ``compiled``: run the chunk bodies through torch.compile where that is faster (inference
+    only: forward, and backward without a graph; training keeps the eager,
+    twice-differentiable code)."""
+    return FusedEdgeConv.apply(xt, y, src, dst, plan, radial,
+                               xt.shape[0] if n_out is None else n_out, compiled,
+                               *edge_inputs, *params)

@@ -62,7 +62,7 @@ class MissingPointHead(nn.Module):
         self.linear = nn.Linear(channels, len(ELEMENTS) + 1)
 
     def forward(self, model: TFN, graph):
-        x, _, _, _ = model.features(graph)
+        x = model.features(graph)[0]
         out = self.linear(x[..., 0])  # [n, 6]
         v = model.vector_readout(x[..., 1:4].transpose(1, 2)).squeeze(-1)[:, L1_TO_XYZ]  # [n, 3]
         return out[:, :-1], out[:, -1], v

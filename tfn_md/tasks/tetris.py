@@ -73,7 +73,7 @@ class TetrisHead(nn.Module):
         self.linear = nn.Linear(channels, len(NAMES))
 
     def forward(self, model: TFN, graph) -> torch.Tensor:
-        x, _, _, _ = model.features(graph)  # [n, c, D]
+        x = model.features(graph)[0]  # [n, c, D]
         pooled = torch.zeros(graph.n_graphs, x.shape[1], dtype=x.dtype).index_add_(
             0, graph.batch, x[..., 0]
         ) / torch.bincount(graph.batch, minlength=graph.n_graphs)[:, None]

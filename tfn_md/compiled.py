@@ -1,0 +1,229 @@
+"""The whole energy + forces (+ stress) computation, traced once and compiled by Inductor.
+
+An eager call on a small molecule is a few thousand torch operations, each a few
+microseconds of Python and dispatcher work, while its arithmetic takes microseconds in
+all: the time is overhead, not FLOPs. :class:`CompiledResponse` removes it. For one
+shape it traces the response the calculator needs (model forward, autograd backward and
+the strain derivative, with the weights, radial tables and isolated-atom features as
+constants) into a single graph of aten operations (``make_fx``) and compiles that graph
+with Inductor into fused C++ loops; later calls run the compiled program only.
+
+Shapes are bucketed so that MD does not recompile at every change of the neighbour
+count: atoms are padded to ``bucket(n + 2)`` (buckets are m 2^k, m = 8..15: at most
+12.5 % padding), and a program made for E edges takes up to ``bucket(1.25 E)`` edges; any
+program of the atom bucket with room for a call's edges (and not over 4 times too large)
+serves it. Padding is exact: two padding atoms sit
+2 r_c + 1 A apart and every padding edge joins them, so the radial functions (zero at
+and beyond r_c, with zero slope) give padding edges no weight and no gradient; real
+atoms have no edge to padding atoms, and the energy sums real atoms only.
+
+Compiling needs a C++ compiler (Inductor's CPU backend) or a GPU (Triton) and takes
+tens of seconds per shape bucket the first time (Inductor caches on disk, so later
+processes load it in seconds). Any failure gives one warning and the eager path.
+"""
+
+import hashlib
+import os
+import tempfile
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import __version__, keys
+from .graph import Graph
+from .nn.edge_kernel import unchunked
+from .response import compute_response
+
+__all__ = ["CompiledResponse", "bucket", "cache_dir"]
+
+FORMAT = 1  # of the cached programs: bump when the traced computation changes
+
+COMPILE_AFTER = 20  # compile="auto": calls of one atom bucket before it is compiled
+HEADROOM = 1.25  # a new program takes this many times the edges it was asked for
+MAX_EDGES = 1 << 16  # larger graphs run eagerly (chunked kernel; compiled whole they
+# would materialise [E, K, c] tensors and take minutes to compile)
+
+
+def cache_dir() -> Path:
+    """Where compiled programs are kept between processes: ``$TFN_MD_CACHE``, else
+    ``$XDG_CACHE_HOME/tfn_md/compiled``, else ``~/.cache/tfn_md/compiled``."""
+    if os.environ.get("TFN_MD_CACHE"):
+        return Path(os.environ["TFN_MD_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tfn_md" / "compiled"
+
+
+def bucket(x: int, minimum: int = 16) -> int:
+    """The smallest m 2^k >= max(x, minimum) with m in 8..15."""
+    x = max(int(x), minimum)
+    k = max(x.bit_length() - 4, 0)
+    return -(-x // (1 << k)) << k
+
+
+@dataclass(eq=False)
+class _Inputs:
+    """The padded inputs of one shape bucket (refreshed in place every call)."""
+
+    numbers: Tensor
+    species: Tensor
+    positions: Tensor
+    cell: Tensor
+    edge_index: Tensor
+    shifts: Tensor
+    n: int = -1
+    species_from: object = None
+    pairs_from: object = None
+
+    @property
+    def tensors(self) -> tuple:
+        return (self.numbers, self.species, self.positions, self.cell, self.edge_index,
+                self.shifts)
+
+
+class CompiledResponse:
+    """Compiled energy-only responses of ``model`` (an inference copy: frozen weights,
+    radial tables set): ``programs[(padded atoms, stress)][edge capacity]``. ``isolated``: the
+    model's isolated-atom features for energy-only calls [S, c, 1]. A bucket is compiled at
+    its ``after + 1``-th call (earlier calls return None: the caller runs eagerly; None:
+    ``COMPILE_AFTER``)."""
+
+    def __init__(self, model, isolated: Tensor, after: int | None = 0):
+        self.model, self.isolated = model, isolated
+        self.after = COMPILE_AFTER if after is None else after
+        self.cutoff = float(model.cutoff)
+        self.programs: dict = {}
+        self.calls: Counter = Counter()
+        self.failed = False
+
+    def __call__(self, numbers: np.ndarray, species: Tensor, positions: np.ndarray,
+                 cell: np.ndarray, pairs: tuple, stress: bool) -> dict | None:
+        """Energies [n], energy, forces [n, 3] and (with ``stress``) dE/deps / V [1, 3, 3]
+        for one structure, or None where it is not compiled (failed, too large, or not yet
+        asked for often enough). The padded inputs of each bucket are kept and refreshed
+        in place: edges only when ``pairs`` is another object than last time, species
+        only when ``species`` is."""
+        i, j, s = pairs
+        n, e = len(numbers), len(i)
+        if self.failed or e > MAX_EDGES:
+            return None
+        group = (bucket(n + 2), stress)
+        fits = [cap for cap in self.programs.get(group, {}) if e <= cap <= max(4 * e, 256)]
+        if fits:
+            program, inputs = self.programs[group][min(fits)]
+        else:
+            self.calls[group] += 1
+            if self.calls[group] <= self.after:
+                return None
+            inputs = self._inputs(group[0], bucket(HEADROOM * e))
+            self._fill(inputs, numbers, species, positions, cell, pairs)
+            program = self._compile(inputs.tensors, stress)
+            if program is None:
+                return None
+            self.programs.setdefault(group, {})[inputs.edge_index.shape[1]] = (program, inputs)
+        self._fill(inputs, numbers, species, positions, cell, pairs)
+        energies, forces, *rest = program(*inputs.tensors)
+        out = {keys.ENERGIES: energies[:n], keys.FORCES: forces[:n]}
+        out[keys.ENERGY] = out[keys.ENERGIES].sum()[None]
+        if stress:
+            out[keys.STRESS] = rest[0]
+        return out
+
+    @property
+    def n_programs(self) -> int:
+        return sum(len(by_edges) for by_edges in self.programs.values())
+
+    def _inputs(self, n_pad: int, e_pad: int) -> "_Inputs":
+        dtype, device = self.isolated.dtype, self.isolated.device
+        return _Inputs(
+            numbers=torch.ones(n_pad, dtype=torch.int64, device=device),
+            species=torch.zeros(n_pad, dtype=torch.int64, device=device),
+            positions=torch.zeros(n_pad, 3, dtype=dtype, device=device),
+            cell=torch.zeros(1, 3, 3, dtype=dtype, device=device),
+            edge_index=torch.zeros(2, e_pad, dtype=torch.int64, device=device),
+            shifts=torch.zeros(e_pad, 3, dtype=dtype, device=device))
+
+    def _fill(self, inputs: "_Inputs", numbers, species, positions, cell, pairs) -> None:
+        n = len(numbers)
+        if inputs.n != n or inputs.species_from is not species:
+            inputs.numbers[:n] = torch.from_numpy(numbers)
+            inputs.numbers[n:] = int(numbers[0])  # padding atoms: any known element
+            inputs.species[:n] = species
+            inputs.species_from = species
+        if inputs.n != n:
+            inputs.positions.zero_()
+            inputs.positions[n + 1, 0] = 2 * self.cutoff + 1.0  # two padding atoms
+            inputs.n = n
+            inputs.pairs_from = None
+        if inputs.pairs_from is not pairs:
+            i, j, s = pairs
+            e = len(i)
+            inputs.edge_index[0, :e] = torch.from_numpy(i)
+            inputs.edge_index[1, :e] = torch.from_numpy(j)
+            inputs.edge_index[0, e:], inputs.edge_index[1, e:] = n, n + 1  # padding edges
+            inputs.shifts.zero_()
+            inputs.shifts[:e] = torch.from_numpy(s)
+            inputs.pairs_from = pairs
+        inputs.positions[:n] = torch.from_numpy(positions)
+        inputs.cell[0] = torch.from_numpy(cell)
+
+    def _response(self, stress: bool):
+        model, isolated = self.model, self.isolated
+
+        def response(numbers, species, positions, cell, edge_index, shifts):
+            graph = Graph(numbers=numbers, positions=positions, cell=cell,
+                          batch=torch.zeros_like(numbers), edge_index=edge_index,
+                          shifts=shifts)
+            out = compute_response(model, graph, forces=True, stress=stress,
+                                   energy_only=True, species=species, isolated=isolated)
+            result = (out[keys.ENERGIES], out[keys.FORCES])
+            return result + (out[keys.STRESS],) if stress else result
+
+        return response
+
+    def _compile(self, inputs: tuple, stress: bool):
+        """The response for ``inputs``' shapes as one AOTInductor program (C++ kernels and
+        wrapper: no Python between kernels), from the disk cache or traced, deduplicated
+        and compiled now (then cached); None on failure."""
+        try:
+            path = cache_dir() / f"{self._cache_key(inputs, stress)}.pt2"
+            if not path.is_file():
+                self._build(inputs, stress, path)
+            return torch._inductor.aoti_load_package(str(path))
+        except Exception as err:  # no C++ toolchain, unsupported op or platform, ...
+            self.failed = True
+            warnings.warn(f"compiling the TFN response failed ({type(err).__name__}: {err}); "
+                          "using the eager path", RuntimeWarning, stacklevel=3)
+            return None
+
+    def _build(self, inputs: tuple, stress: bool, path: Path) -> None:
+        from torch.fx.experimental.proxy_tensor import make_fx
+        from torch.fx.passes.dialect.common.cse_pass import CSEPass
+
+        with unchunked():
+            traced = make_fx(self._response(stress))(*inputs)
+        traced = CSEPass()(traced).graph_module  # the backward recomputes forward terms
+        exported = torch.export.export(traced, inputs)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as folder:
+            tmp = os.path.join(folder, path.name)
+            torch._inductor.aoti_compile_and_package(exported, package_path=tmp)
+            os.replace(tmp, path)  # atomic: a concurrent process sees all of it or nothing
+
+    def _cache_key(self, inputs: tuple, stress: bool) -> str:
+        """Hash of everything the program depends on: weights, tables, isolated features,
+        configuration, shapes, dtype, device, torch and tfn_md versions."""
+        digest = hashlib.sha256()
+        model = self.model
+        meta = (model.config_dict(), [tuple(t.shape) for t in inputs], str(self.isolated.dtype),
+                str(self.isolated.device), stress, torch.__version__, __version__, FORMAT)
+        digest.update(repr(meta).encode())
+        tensors = [*model.state_dict().values(), self.isolated]
+        tensors += [conv.table[0] for conv in model.convolutions if conv.table is not None]
+        for t in tensors:
+            digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        return digest.hexdigest()[:32]
