@@ -17,7 +17,7 @@ from ase.stress import voigt_6_to_full_3x3_stress
 
 from .. import keys
 from ..graph import Graph, atoms_to_graph, collate
-from .hdf5 import H5Dataset
+from .reader import H5Dataset
 
 __all__ = ["GraphDataset", "collate_batch", "dataset_statistics", "species_in"]
 

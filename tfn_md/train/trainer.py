@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from .. import keys
-from ..data.hdf5 import H5Dataset
+from ..data.reader import H5Dataset
 from ..data.loader import GraphDataset, collate_batch, dataset_statistics, species_in
 from ..io import atomic_torch_save, checkpoint_dict, save_potential
 from ..model import TFN
