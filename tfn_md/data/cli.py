@@ -45,7 +45,9 @@ def _clean_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[...,
         try:
             return handler(args)
         except (ValueError, OSError, RuntimeError, ImportError) as err:
-            return _fail(str(err))
+            if getattr(args, "debug", False):
+                raise
+            return _fail(" ".join(str(err).split()))
 
     return wrapped
 
@@ -220,7 +222,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         layout = validate(args.file)
     except (DatasetError, FileNotFoundError) as err:
-        print(f"INVALID {err}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise
+        print(f"INVALID {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     checked = "checksums verified" if layout.checksums else "no checksums in this file"
     print(
