@@ -77,6 +77,10 @@ def test_non_finite_labels_fail_validate_train_and_eval(
         validate(path)
     code, err = _cli(capsys, "data", "validate", path)
     assert code == 1 and _one_line(err).startswith("INVALID")
+    if key.endswith("energy"):  # info summarises the finite energies and warns
+        assert main(["data", "info", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert "1 non-finite energies" in out and " nan " not in out and " inf " not in out
     # training refuses before the first step, naming the label and the structure
     cfg = small_config(path, tmp_path / "run")
     cfg.data.valid_fraction = 0.5

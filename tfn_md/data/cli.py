@@ -202,10 +202,16 @@ def summary(path: str | os.PathLike) -> str:
             )
         if ENERGY in ds.fields:
             has = ds.mask(ENERGY)
-            if has.any():
-                energy = ds.column(ENERGY)[has]
-                lines.append(f"energy (eV)  {_stats(energy)}")
-                lines.append(f"  per atom   {_stats(energy / counts[has])}")
+            energy = ds.column(ENERGY)
+            finite = has & np.isfinite(energy)
+            if finite.any():
+                lines.append(f"energy (eV)  {_stats(energy[finite])}")
+                lines.append(f"  per atom   {_stats(energy[finite] / counts[finite])}")
+            if (has & ~finite).any():
+                lines.append(
+                    f"WARNING      {int((has & ~finite).sum())} non-finite energies (left out"
+                    " above); `tfn-md data validate` names the structures"
+                )
     return "\n".join(lines)
 
 
