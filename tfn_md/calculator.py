@@ -29,6 +29,7 @@ from .graph import VerletList, atoms_to_graph
 from .io import load_potential
 from .model import TFN
 from .response import compute_response, full_3x3_to_voigt
+from .validation import check_calculator_args
 
 __all__ = ["TFNCalculator"]
 
@@ -71,9 +72,8 @@ class TFNCalculator(Calculator):
     def __init__(self, potential, device: str = "cpu", dtype=None, skin: float = 0.5,
                  compile: bool | str = "auto", exact: bool = False, **kwargs):
         Calculator.__init__(self, **kwargs)
+        device, dtype, skin = check_calculator_args(potential, device, dtype, skin, compile)
         model = potential if isinstance(potential, TFN) else load_potential(potential)
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
         self.device = torch.device(device)
         self.dtype = dtype or model.e0.dtype
         if isinstance(potential, TFN):
@@ -129,6 +129,9 @@ class TFNCalculator(Calculator):
         return changes
 
     def calculate(self, atoms=None, properties=(keys.ENERGY,), system_changes=all_changes):
+        if atoms is None and self.atoms is None:
+            raise ValueError("no atoms to calculate: attach the calculator (atoms.calc = calc) "
+                             "or pass atoms, e.g. calc.get_potential_energy(atoms)")
         Calculator.calculate(self, atoms, properties, system_changes)
         atoms = self.atoms
         periodic = bool(atoms.pbc.all())

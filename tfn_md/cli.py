@@ -14,8 +14,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tensor Field Network potentials for ASE: datasets, training, MD.",
     )
     parser.add_argument("--version", action="version", version=f"tfn_md {__version__}")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=_threads, default=None,
                         help="torch CPU threads for this command (default: torch's choice)")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full traceback (default: one line)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     from .data.cli import add_data_parser
     from .simulate_cli import add_simulate_parsers
@@ -29,7 +31,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--threads {text!r}: allowed an integer >= 1")
+    return value
+
+
+#: exceptions whose message is the whole story; others get their type name in front
+_PLAIN = (ValueError, TypeError, OSError, RuntimeError, ArithmeticError, ImportError)
+
+
+def error_line(err: BaseException) -> str:
+    """An exception as one line of text: its message, whitespace collapsed."""
+    message = " ".join(str(err).split()) or "(no message)"
+    return message if isinstance(err, _PLAIN) else f"{type(err).__name__}: {message}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors are reported in one line on stderr (exit code 1), with
+    the traceback only under ``--debug``."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads:
@@ -39,7 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"tfn-md {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"tfn-md {args.command}: error: {error_line(err)} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 from ase import Atoms
+from ase.cell import Cell
 from torch import Tensor
 
 __all__ = [
@@ -62,8 +63,17 @@ class Graph:
         return self.numbers.shape[0]
 
 
-def check_atoms(atoms: Atoms) -> None:
-    """Raise ``ValueError`` naming the problem for positions or cells a model cannot use."""
+def check_atoms(atoms: Atoms, cutoff: float | None = None) -> None:
+    """Raise ``ValueError`` naming the problem for positions or cells a model cannot use.
+
+    Checked: finite positions and cell; a non-singular cell along periodic
+    directions; with a ``cutoff``, every periodic direction's cell height (the
+    distance between opposite faces) at least ``cutoff / MAX_IMAGE_LAYERS`` (a
+    nearly flat cell would make the neighbour search visit millions of periodic
+    images); the extent of the atoms across the non-periodic directions at most
+    ``MAX_EXTENT`` (the neighbour search's cell grid spans it: far larger boxes
+    crash or stall it).
+    """
     pos = atoms.positions
     if not np.all(np.isfinite(pos)):
         bad = np.flatnonzero(~np.isfinite(pos).all(axis=1))
@@ -71,16 +81,62 @@ def check_atoms(atoms: Atoms) -> None:
     cell = atoms.cell.array
     if not np.all(np.isfinite(cell)):
         raise ValueError("cell contains NaN or infinite values")
-    if atoms.pbc.any():
+    pbc = atoms.pbc
+    if pbc.any():
         lengths = np.linalg.norm(cell, axis=1)
-        periodic_vectors = cell[atoms.pbc]
-        if np.any(lengths[atoms.pbc] < 1e-8) or np.linalg.matrix_rank(
+        periodic_vectors = cell[pbc]
+        if np.any(lengths[pbc] < 1e-8) or np.linalg.matrix_rank(
             periodic_vectors, tol=1e-8
         ) < len(periodic_vectors):
             raise ValueError(
-                f"pbc={atoms.pbc.tolist()} but the cell is singular along a periodic "
+                f"pbc={pbc.tolist()} but the cell is singular along a periodic "
                 f"direction: cell={cell.tolist()}"
             )
+        if cutoff is not None:
+            _check_heights(cell, pbc, cutoff)
+    if len(pos) > 1:
+        _check_extent(pos, cell, pbc)
+
+
+MAX_IMAGE_LAYERS = 100  # periodic images along one direction the neighbour search may visit
+MAX_EXTENT = 5000.0  # Angstrom: span of the atoms across non-periodic directions
+
+
+def _check_heights(cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> None:
+    """Cell heights h_k = |det| / |a_i x a_j| along periodic directions k must be at least
+    cutoff / MAX_IMAGE_LAYERS."""
+    full = Cell(cell).complete().array  # non-periodic zero vectors replaced by normals
+    volume = abs(np.linalg.det(full))
+    for k in np.flatnonzero(pbc):
+        height = volume / np.linalg.norm(np.cross(full[(k + 1) % 3], full[(k + 2) % 3]))
+        if height < cutoff / MAX_IMAGE_LAYERS:
+            raise ValueError(
+                f"the cell is nearly flat: its height along periodic direction {k} is "
+                f"{height:.3g} A, allowed >= cutoff / {MAX_IMAGE_LAYERS} = "
+                f"{cutoff / MAX_IMAGE_LAYERS:.3g} A (the neighbour search would visit "
+                f"{2 * int(np.ceil(cutoff / height)) + 1} periodic images along it); "
+                f"cell={cell.tolist()}"
+            )
+
+
+def _check_extent(pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
+    """The atoms' span across the directions orthogonal to every periodic cell vector."""
+    periodic = cell[pbc]
+    if len(periodic) == 3:
+        return
+    if len(periodic):
+        q, _ = np.linalg.qr(np.concatenate([periodic.T, np.eye(3)], axis=1))
+        free = q[:, len(periodic):3].T  # orthonormal directions no cell vector spans
+    else:
+        free = np.eye(3)
+    coords = pos @ free.T  # [n, 3 - n_periodic]
+    span = coords.max(axis=0) - coords.min(axis=0)
+    if span.max() > MAX_EXTENT:
+        raise ValueError(
+            f"the atoms span {span.max():.3g} A along a non-periodic direction "
+            f"(pbc={pbc.tolist()}); allowed <= {MAX_EXTENT:g} A. An atom that far away is a "
+            "damaged or unwrapped structure; remove it or use a periodic cell"
+        )
 
 
 def neighbour_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -92,7 +148,7 @@ def neighbour_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray,
     """
     from vesin import NeighborList
 
-    check_atoms(atoms)
+    check_atoms(atoms, cutoff)
     if len(atoms) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3), np.int64)
     nl = NeighborList(cutoff=cutoff, full_list=True)

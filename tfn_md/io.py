@@ -12,15 +12,22 @@ folder (source checkout) or the installed package's ``tfn_md/potentials``.
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from . import __version__
+from .atomic import atomic_path
 from .model import TFN
 
-__all__ = ["CheckpointError", "load_potential", "resolve_potential", "save_potential"]
+__all__ = [
+    "CheckpointError",
+    "load_potential",
+    "model_from_checkpoint",
+    "read_checkpoint",
+    "resolve_potential",
+    "save_potential",
+]
 
 FORMAT = "tfn_md-potential"
 FORMAT_VERSION = 1
@@ -53,19 +60,8 @@ def resolve_potential(name_or_path: str | os.PathLike) -> Path:
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """torch.save to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def checkpoint_dict(model: TFN, extra: dict | None = None) -> dict:
@@ -87,7 +83,11 @@ def save_potential(model: TFN, path: str | os.PathLike, extra: dict | None = Non
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load and check the checkpoint dict; raise :class:`CheckpointError` naming the problem."""
+    """Load and check the checkpoint dict; raise :class:`CheckpointError` naming the problem.
+
+    Checked: the format marker and version, and the entries every checkpoint has
+    (``model``, ``config`` a JSON object, ``dtype`` float32/float64, ``state_dict``
+    a dict of tensors)."""
     path = resolve_potential(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -101,16 +101,48 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             f"{path} has checkpoint format version {version}, newer than this tfn_md "
             f"({__version__}) reads ({FORMAT_VERSION}); upgrade tfn_md"
         )
+    if ckpt.get("model") != "TFN":
+        raise CheckpointError(f"{path}: unknown model class {ckpt.get('model')!r} (allowed: 'TFN')")
+    try:
+        config = json.loads(ckpt.get("config"))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: entry 'config' is not valid JSON ({err})") from None
+    if not isinstance(config, dict) or "species" not in config:
+        raise CheckpointError(f"{path}: entry 'config' must be a JSON object with 'species', "
+                              f"got {str(ckpt.get('config'))[:80]!r}")
+    if ckpt.get("dtype") not in ("float32", "float64"):
+        raise CheckpointError(f"{path}: entry 'dtype' is {ckpt.get('dtype')!r}, "
+                              "allowed: 'float32' or 'float64'")
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: entry 'state_dict' is missing or not a dict of tensors")
     return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path: str | os.PathLike = "checkpoint") -> TFN:
+    """The :class:`TFN` of a checked checkpoint dict (see :func:`read_checkpoint`) with its
+    weights, in the saved dtype, on the CPU. Raises
+    :class:`CheckpointError` when the config does not build a model, the weights do not
+    fit it, or a weight is not finite."""
+    try:
+        with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten anyway
+            model = TFN(**json.loads(ckpt["config"]))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: entry 'config' does not describe a TFN: {err}") from None
+    model = model.to(getattr(torch, ckpt["dtype"]))
+    state = ckpt["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        message = " ".join(str(err).split())
+        raise CheckpointError(f"{path}: weights do not match the config: {message}") from None
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: weight {name!r} holds NaN or infinite values")
+    return model
 
 
 def load_potential(name_or_path: str | os.PathLike, device="cpu") -> TFN:
     """Checkpoint path or shipped name -> :class:`TFN` in its saved dtype, in eval mode."""
     ckpt = read_checkpoint(name_or_path)
-    if ckpt.get("model") != "TFN":
-        raise CheckpointError(f"unknown model class {ckpt.get('model')!r} in {name_or_path}")
-    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten anyway
-        model = TFN(**json.loads(ckpt["config"]))
-    model = model.to(getattr(torch, ckpt["dtype"]))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.to(device).eval()
+    return model_from_checkpoint(ckpt, name_or_path).to(device).eval()

@@ -77,9 +77,24 @@ class TFNConfig:
     last_nonlinearity: bool = True
 
     def __post_init__(self):
-        unknown = [s for s in self.species if s not in atomic_numbers]
-        if unknown:
-            raise ValueError(f"unknown element symbols in species: {unknown}")
+        from .validation import check_bool, check_int, check_real, check_species
+
+        self.species = check_species("species", self.species)
+        for name, low in (("channels", 1), ("layers", 1), ("n_basis", 1), ("radial_hidden", 1),
+                          ("envelope_p", 1), ("readout_l_max", 0), ("n_scalar_inputs", 0)):
+            check_int(name, getattr(self, name), low)
+        check_int("l_max", self.l_max, 0, 8)
+        if self.cutoff is not None:
+            self.cutoff = check_real("cutoff", self.cutoff, 0.0, strict=True, unit="Angstrom")
+        check_real("avg_num_neighbors", self.avg_num_neighbors, 0.0, strict=True)
+        for name in ("residual", "zbl", "last_nonlinearity"):
+            check_bool(name, getattr(self, name))
+        low_high = list(self.gaussian_range) if hasattr(self.gaussian_range, "__len__") else []
+        if len(low_high) != 2 or check_real("gaussian_range[0]", low_high[0], 0.0) >= check_real(
+            "gaussian_range[1]", low_high[1], 0.0
+        ):
+            raise ValueError(f"gaussian_range = {self.gaussian_range!r} is not allowed: "
+                             "[low, high] with 0 <= low < high (Angstrom)")
         if self.cutoff is None and self.basis == "bessel":
             raise ValueError("the Bessel basis needs a cutoff; use basis='gaussian' for all pairs")
         if self.zbl and self.cutoff is None:

@@ -3,16 +3,9 @@
 Layout and guarantees of the file: ``docs/dataset-format.md``.
 """
 
-from tfn_md.data.hdf5 import (
-    DatasetError,
-    DatasetWriter,
-    Field,
-    H5Dataset,
-    Layout,
-    arrays_to_atoms,
-    validate,
-    write_atoms,
-)
+from tfn_md.data.format import DatasetError, Field, Layout
+from tfn_md.data.reader import H5Dataset, arrays_to_atoms, validate
+from tfn_md.data.writer import DatasetWriter, write_atoms
 from tfn_md.data.sources import (
     attach_results,
     iter_qm9,

@@ -19,13 +19,10 @@ import numpy as np
 from ase.data import chemical_symbols
 from tqdm import tqdm
 
-from tfn_md.data.hdf5 import (
-    DatasetError,
-    DatasetWriter,
-    H5Dataset,
-    _temp_path,
-    validate,
-)
+from tfn_md.atomic import atomic_path, write_text_atomic
+from tfn_md.data.format import DatasetError
+from tfn_md.data.reader import H5Dataset, validate
+from tfn_md.data.writer import DatasetWriter
 from tfn_md.keys import ENERGY, NUMBERS, PBC
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -48,7 +45,9 @@ def _clean_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[...,
         try:
             return handler(args)
         except (ValueError, OSError, RuntimeError, ImportError) as err:
-            return _fail(str(err))
+            if getattr(args, "debug", False):
+                raise
+            return _fail(" ".join(str(err).split()))
 
     return wrapped
 
@@ -181,7 +180,10 @@ def summary(path: str | os.PathLike) -> str:
             f"mean {counts.mean():.3g}, max {counts.max()})"
         )
         lines.append(f"periodic     {int(ds.column(PBC).any(axis=1).sum())} of {n}")
-        z_counts = np.bincount(ds.column(NUMBERS))
+        numbers = ds.column(NUMBERS)
+        if numbers.size and (numbers.min() < 0 or numbers.max() >= len(chemical_symbols)):
+            raise DatasetError(f"{ds.path}: atomic numbers outside 0..118 in '/atoms/numbers'")
+        z_counts = np.bincount(numbers)
         elements = [f"{chemical_symbols[z]} {c}" for z, c in enumerate(z_counts) if c]
         lines.append(f"elements     {', '.join(elements)}")
         lines.append("properties")
@@ -200,18 +202,22 @@ def summary(path: str | os.PathLike) -> str:
             )
         if ENERGY in ds.fields:
             has = ds.mask(ENERGY)
-            if has.any():
-                energy = ds.column(ENERGY)[has]
-                lines.append(f"energy (eV)  {_stats(energy)}")
-                lines.append(f"  per atom   {_stats(energy / counts[has])}")
+            energy = ds.column(ENERGY)
+            finite = has & np.isfinite(energy)
+            if finite.any():
+                lines.append(f"energy (eV)  {_stats(energy[finite])}")
+                lines.append(f"  per atom   {_stats(energy[finite] / counts[finite])}")
+            if (has & ~finite).any():
+                lines.append(
+                    f"WARNING      {int((has & ~finite).sum())} non-finite energies (left out"
+                    " above); `tfn-md data validate` names the structures"
+                )
     return "\n".join(lines)
 
 
+@_clean_errors
 def _cmd_info(args: argparse.Namespace) -> int:
-    try:
-        print(summary(args.file))
-    except (DatasetError, FileNotFoundError) as err:
-        return _fail(str(err))
+    print(summary(args.file))
     return 0
 
 
@@ -222,11 +228,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         layout = validate(args.file)
     except (DatasetError, FileNotFoundError) as err:
-        print(f"INVALID {err}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise
+        print(f"INVALID {' '.join(str(err).split())}", file=sys.stderr)
         return 1
+    checked = "checksums verified" if layout.checksums else "no checksums in this file"
     print(
         f"OK {args.file}: {layout.n_structures} structures, {layout.n_atoms_total} atoms,"
-        f" format version {layout.attrs['format_version']}"
+        f" format version {layout.attrs['format_version']}, {checked}"
     )
     return 0
 
@@ -264,12 +273,6 @@ def split_sizes(n: int, train: float, val: float, test: float) -> list[int]:
     return sizes
 
 
-def _write_atomic_json(path: Path, data: Any) -> None:
-    tmp = _temp_path(path)
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 @_clean_errors
 def _cmd_split(args: argparse.Namespace) -> int:
     source = Path(args.file)
@@ -293,27 +296,25 @@ def _cmd_split(args: argparse.Namespace) -> int:
         for name, indices in parts.items():
             out = Path(f"{prefix}_{name}.h5")
             if indices.size == 0:
-                print(f"{name:<6}0 structures (no file written)")
+                stale = out.exists()
+                out.unlink(missing_ok=True)  # an earlier split's part would contradict the JSON
+                removed = f"; removed the earlier {out}" if stale else ""
+                print(f"{name:<6}0 structures (no file written{removed})")
                 continue
-            tmp = _temp_path(out)
-            try:
+            with atomic_path(out) as tmp:
                 with (
                     DatasetWriter(tmp, append=False, fields=extra) as writer,
                     _progress(len(indices)) as bar,
                 ):
                     bar.set_description(name)
                     writer.extend_arrays((ds.get_arrays(int(i)) for i in indices), progress=bar)
-                os.replace(tmp, out)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
             print(f"{name:<6}{len(indices)} structures -> {out}")
         record = {
             "source": str(source),
             "seed": args.seed,
             **{name: idx.tolist() for name, idx in parts.items()},
         }
-        _write_atomic_json(Path(f"{prefix}_split.json"), record)
+        write_text_atomic(Path(f"{prefix}_split.json"), json.dumps(record, indent=1) + "\n")
     print(f"indices    -> {prefix}_split.json")
     return 0
 

@@ -17,19 +17,56 @@ from ase.stress import voigt_6_to_full_3x3_stress
 
 from .. import keys
 from ..graph import Graph, atoms_to_graph, collate
-from .hdf5 import H5Dataset
+from .reader import H5Dataset
 
-__all__ = ["GraphDataset", "collate_batch", "dataset_statistics", "species_in"]
+__all__ = [
+    "GraphDataset",
+    "Targets",
+    "check_labels",
+    "collate_batch",
+    "dataset_statistics",
+    "species_in",
+]
+
+
+class Targets(dict):
+    """Label name -> tensor, knowing which labels are per atom (``per_atom``): taken from
+    the dataset file's field metadata, never guessed from shapes (a one-atom
+    structure's per-atom vector [1, 3] looks like a per-structure one)."""
+
+    def __init__(self, *args, per_atom=frozenset(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.per_atom = frozenset(per_atom)
+
+    def to(self, device=None, dtype=None) -> "Targets":
+        """Tensors moved to ``device``; floating ones also cast to ``dtype``."""
+        moved = {k: v.to(device, dtype if v.is_floating_point() else None)
+                 for k, v in self.items()}
+        return Targets(moved, per_atom=self.per_atom)
 
 
 class GraphDataset(torch.utils.data.Dataset):
-    """(Graph, targets) for the structures ``indices`` of a dataset file (float64 tensors)."""
+    """(Graph, targets) for the structures ``indices`` of a dataset file (float64 tensors).
+
+    ``vector_keys``: vector labels to load, each a property of the file with rows of
+    shape (3,), per atom or per structure (``ValueError`` naming the key otherwise)."""
 
     def __init__(self, path, cutoff: float, indices=None, vector_keys=()):
         self.h5 = H5Dataset(path)
         self.cutoff = cutoff
         self.indices = np.arange(len(self.h5)) if indices is None else np.asarray(indices)
         self.vector_keys = tuple(vector_keys)
+        fields = self.h5.fields
+        vectors = sorted(k for k, f in fields.items() if f.optional and f.shape == (3,)
+                         and f.dtype.kind in "iuf")
+        for name in self.vector_keys:
+            if name not in vectors:
+                raise ValueError(
+                    f"loss.vectors names {name!r}, which is not a vector property of {path} "
+                    f"(allowed: {vectors or 'none in this file'})"
+                )
+        self.per_atom = frozenset({keys.FORCES} | {k for k in self.vector_keys
+                                                  if fields[k].per_atom})
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -38,20 +75,18 @@ class GraphDataset(torch.utils.data.Dataset):
         arrays = self.h5.get_arrays(int(self.indices[k]))
         atoms = _atoms(arrays)
         graph = atoms_to_graph(atoms, self.cutoff, dtype=torch.float64)
-        n = len(atoms)
-        t = {}
+        t = Targets(per_atom=self.per_atom)
         if keys.ENERGY in arrays:
             t[keys.ENERGY] = torch.tensor([float(arrays[keys.ENERGY])], dtype=torch.float64)
         if keys.FORCES in arrays:
             t[keys.FORCES] = torch.as_tensor(arrays[keys.FORCES], dtype=torch.float64)
         if keys.STRESS in arrays:
-            s = np.asarray(arrays[keys.STRESS], dtype=float)
-            s = voigt_6_to_full_3x3_stress(s) if s.shape == (6,) else s.reshape(3, 3)
+            s = voigt_6_to_full_3x3_stress(np.asarray(arrays[keys.STRESS], dtype=float))
             t[keys.STRESS] = torch.as_tensor(s, dtype=torch.float64)[None]
         for name in self.vector_keys:
             if name in arrays:
                 v = torch.as_tensor(np.asarray(arrays[name], float), dtype=torch.float64)
-                t[name] = v.reshape(n, 3) if v.numel() == 3 * n and v.ndim == 2 else v.reshape(1, 3)
+                t[name] = v.reshape(-1, 3)  # [n, 3] per atom, [1, 3] per structure
         return graph, t
 
 
@@ -66,27 +101,29 @@ def _atoms(arrays):
     )
 
 
-def collate_batch(items) -> tuple[Graph, dict[str, torch.Tensor]]:
-    """Batch (Graph, targets) items; missing targets are zero-filled with a mask."""
+def collate_batch(items) -> tuple[Graph, Targets]:
+    """Batch (Graph, targets) items; missing targets are zero-filled with a mask
+    (``<name>_mask``: [N] for per-atom labels, [B] for per-structure ones)."""
     graphs = [g for g, _ in items]
     batch = collate(graphs)
+    per_atom = frozenset({keys.FORCES}).union(*(getattr(t, "per_atom", ()) for _, t in items))
     names = sorted({k for _, t in items for k in t})
-    targets = {}
+    targets = Targets(per_atom=per_atom)
     for name in names:
         present = [name in t for _, t in items]
         template = next(t[name] for _, t in items if name in t)
-        per_atom = template.shape[0] != 1 or name == keys.FORCES
+        atomic = name in per_atom
         rows = [
             t[name]
             if name in t
             else torch.zeros(
-                (g.n_atoms if per_atom else 1,) + template.shape[1:], dtype=template.dtype
+                (g.n_atoms if atomic else 1,) + template.shape[1:], dtype=template.dtype
             )
             for g, (_, t) in zip(graphs, items)
         ]
         targets[name] = torch.cat(rows)
         mask = torch.tensor(present)
-        targets[f"{name}_mask"] = mask[batch.batch] if per_atom else mask
+        targets[f"{name}_mask"] = mask[batch.batch] if atomic else mask
     return batch, targets
 
 
@@ -132,3 +169,30 @@ def dataset_statistics(
         "scale": scale,
         "avg_num_neighbors": max(neighbours / max(n_atoms, 1), 1.0),
     }
+
+
+def check_labels(dataset: H5Dataset, indices, names) -> None:
+    """Raise ``ValueError`` naming the file, label, structure and value if a label
+    ``names`` that structures ``indices`` carry (mask True) is not finite."""
+    indices = np.asarray(indices, dtype=np.int64)
+    fields = dataset.fields
+    counts = dataset.n_atoms
+    for name in names:
+        if name not in fields:
+            continue
+        field = fields[name]
+        chosen = np.zeros(len(dataset), bool)
+        chosen[indices] = True
+        labelled = chosen & dataset.mask(name)
+        values = dataset.column(name)
+        rows = np.repeat(labelled, counts) if field.per_atom else labelled
+        finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        bad = np.flatnonzero(rows & ~finite)
+        if bad.size:
+            k = int(bad[0])
+            i = int(np.searchsorted(np.cumsum(counts), k, side="right")) if field.per_atom else k
+            value = values[k].tolist()
+            raise ValueError(
+                f"{dataset.path}: label {name!r} of structure {i} is {value}: labels must be "
+                f"finite (remove the structure, or store it without {name!r})"
+            )

@@ -22,7 +22,9 @@ from ase.calculators.calculator import all_properties
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from tfn_md.data.hdf5 import DatasetWriter, H5Dataset, PathLike
+from tfn_md.data.format import PathLike
+from tfn_md.data.reader import H5Dataset
+from tfn_md.data.writer import DatasetWriter
 from tfn_md.keys import DIPOLE, ENERGY, FORCES, STRESS
 
 # ---------------------------------------------------------------- ASE files

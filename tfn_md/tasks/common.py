@@ -16,6 +16,7 @@ import torch
 from ase import Atoms
 from torch import Tensor, nn
 
+from ..atomic import atomic_path, write_text_atomic
 from ..graph import Graph, atoms_to_graph, collate
 from ..io import atomic_torch_save, checkpoint_dict, load_potential, read_checkpoint
 from ..model import TFN
@@ -183,8 +184,8 @@ def write_report(out: Path, task: str, report: dict, table_md: str, plots: dict)
 
     ``plots`` maps file names to functions ``f(ax)`` drawing on a matplotlib axis."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    (out / "report.md").write_text(f"# Paper task: {task}\n\n{table_md}\n")
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2, default=float) + "\n")
+    write_text_atomic(out / "report.md", f"# Paper task: {task}\n\n{table_md}\n")
     if plots:
         import matplotlib
 
@@ -195,7 +196,8 @@ def write_report(out: Path, task: str, report: dict, table_md: str, plots: dict)
             fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
             draw(ax)
             fig.tight_layout()
-            fig.savefig(out / name)
+            with atomic_path(out / name) as tmp:
+                fig.savefig(tmp, format=Path(name).suffix.lstrip(".") or "png")
             plt.close(fig)
 
 

@@ -52,12 +52,24 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import torch
 
-    from ..data.loader import GraphDataset, collate_batch
+    from .. import keys
+    from ..data.loader import GraphDataset, check_labels, collate_batch
     from ..io import load_potential
     from .trainer import evaluate_model
 
+    from .trainer import check_species
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size} is not allowed: an integer >= 1")
     model = load_potential(args.checkpoint, device=args.device)
     data = GraphDataset(args.data, model.cutoff)
+    if len(data) == 0:
+        raise ValueError(f"{args.data} holds no structures to evaluate on")
+    check_species(model.species, data.h5, key=f"the species of {args.checkpoint}")
+    labels = [n for n in (keys.ENERGY, keys.FORCES, keys.STRESS) if n in data.h5.fields]
+    if not labels:
+        raise ValueError(f"{args.data} has no energy, forces or stress labels to evaluate against")
+    check_labels(data.h5, data.indices, labels)
     loader = torch.utils.data.DataLoader(data, batch_size=args.batch_size,
                                          collate_fn=collate_batch)
     metrics = evaluate_model(model, loader, args.device)

@@ -38,6 +38,8 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..validation import check_bool, check_device, check_int, check_real
+
 __all__ = ["TrainConfig", "load_config"]
 
 
@@ -95,37 +97,126 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, base_dir: Path | None = None) -> "TrainConfig":
+        """Build and check a configuration; errors name the key, the value and what is
+        allowed (``optim.lr = 'fast' is not allowed: a finite number > 0``)."""
         sections = {f.name: f for f in fields(cls)}
+        if not isinstance(raw, dict):
+            raise ValueError(f"the configuration must be a table of sections, got {raw!r}")
         unknown = set(raw) - set(sections)
         if unknown:
             raise ValueError(f"unknown config sections {sorted(unknown)}; known: {sorted(sections)}")
         kwargs = {}
         for name, f in sections.items():
             value = raw.get(name, {})
+            if not isinstance(value, dict):
+                raise ValueError(f"[{name}] must be a table of keys, got {value!r}")
             if name == "model":
-                kwargs[name] = dict(value)
+                kwargs[name] = _check_model(value)
                 continue
             section_type = f.default_factory().__class__
             known = {x.name for x in fields(section_type)}
             bad = set(value) - known
             if bad:
                 raise ValueError(f"unknown keys {sorted(bad)} in [{name}]; known: {sorted(known)}")
-            kwargs[name] = section_type(**value)
+            checked = {key: _CHECKS[name][key](f"{name}.{key}", v) for key, v in value.items()}
+            kwargs[name] = section_type(**checked)
         cfg = cls(**kwargs)
+        if not cfg.data.train:
+            raise ValueError("data.train = '' is not allowed: the path of a dataset file")
+        if not cfg.data.valid and cfg.data.valid_fraction == 0.0:
+            raise ValueError("data.valid_fraction = 0.0 is not allowed without data.valid: "
+                             "a fraction in (0, 1), or a validation file in data.valid")
         if base_dir is not None:  # paths in a config file are relative to it
             for key in ("train", "valid", "test"):
                 value = getattr(cfg.data, key)
                 if value and not Path(value).is_absolute():
                     setattr(cfg.data, key, str(base_dir / value))
-        if cfg.optim.schedule not in ("plateau", "cosine"):
-            raise ValueError(f"optim.schedule must be 'plateau' or 'cosine', not {cfg.optim.schedule!r}")
-        if cfg.run.dtype not in ("float32", "float64"):
-            raise ValueError(f"run.dtype must be 'float32' or 'float64', not {cfg.run.dtype!r}")
         return cfg
+
+
+def _choice(*allowed):
+    def check(name, value):
+        if value not in allowed:
+            raise ValueError(f"{name} = {value!r} is not allowed: one of {list(allowed)}")
+        return value
+    return check
+
+
+def _text(name, value):
+    if not isinstance(value, str):
+        raise TypeError(f"{name} = {value!r} is not allowed: a string")
+    return value
+
+
+def _fraction(upper_open: bool):
+    def check(name, value):
+        x = check_real(name, value, 0.0, maximum=1.0)
+        if upper_open and x == 1.0:
+            raise ValueError(f"{name} = {value!r} is not allowed: a number in [0, 1) "
+                             "(1 leaves nothing to train on)")
+        return x
+    return check
+
+
+def _weights(name, value):
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} = {value!r} is not allowed: a table of name = weight, "
+                        "e.g. { dipole = 1.0 }")
+    return {str(k): check_real(f"{name}.{k}", w, 0.0) for k, w in value.items()}
+
+
+def _real(minimum=None, strict=False, maximum=None):
+    return lambda name, v: check_real(name, v, minimum, strict=strict, maximum=maximum)
+
+
+def _int(minimum):
+    return lambda name, v: check_int(name, v, minimum)
+
+
+def _device(name, value):
+    check_device(name, _text(name, value))
+    return value
+
+
+_CHECKS = {
+    "data": {"train": _text, "valid": _text, "test": _text, "valid_fraction": _fraction(True),
+             "batch_size": _int(1), "num_workers": _int(0)},
+    "loss": {"energy": _real(0.0), "forces": _real(0.0), "stress": _real(0.0),
+             "vectors": _weights},
+    "optim": {"lr": _real(0.0, strict=True), "weight_decay": _real(0.0), "epochs": _int(1),
+              "schedule": _choice("plateau", "cosine"), "patience": _int(0),
+              "factor": _real(0.0, strict=True, maximum=1.0), "min_lr": _real(0.0),
+              "ema_decay": _fraction(True), "early_stop": _int(1),
+              "grad_clip": _real(0.0, strict=True)},
+    "run": {"out": _text, "seed": _int(0), "dtype": _choice("float32", "float64"),
+            "device": _device, "plots": check_bool},
+}
+
+
+def _check_model(value: dict) -> dict:
+    """[model]: keyword arguments of ``TFN`` (species may come from the data)."""
+    from ..model import TFNConfig
+
+    known = {f.name for f in fields(TFNConfig)}
+    bad = set(value) - known
+    if bad:
+        raise ValueError(f"unknown keys {sorted(bad)} in [model]; known: {sorted(known)}")
+    probe = {"species": ["H"], **value}  # checks every value now, not at the first step
+    try:
+        TFNConfig(**probe)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"model.{err}") from None
+    return dict(value)
 
 
 def load_config(path) -> TrainConfig:
     path = Path(path)
     with open(path, "rb") as fh:
-        raw = tomllib.load(fh)
-    return TrainConfig.from_dict(raw, base_dir=path.parent)
+        try:
+            raw = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path}: not valid TOML ({err})") from None
+    try:
+        return TrainConfig.from_dict(raw, base_dir=path.parent)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{path}: {err}") from None

@@ -20,7 +20,6 @@ import copy
 import csv
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -29,12 +28,27 @@ import torch
 import torch.distributed as dist
 
 from .. import keys
-from ..data.hdf5 import H5Dataset
-from ..data.loader import GraphDataset, collate_batch, dataset_statistics, species_in
-from ..io import atomic_torch_save, checkpoint_dict, save_potential
+from ..atomic import atomic_path
+from ..data.loader import (
+    GraphDataset,
+    check_labels,
+    collate_batch,
+    dataset_statistics,
+    species_in,
+)
+from ..data.reader import H5Dataset
+from ..io import (
+    CheckpointError,
+    atomic_torch_save,
+    checkpoint_dict,
+    model_from_checkpoint,
+    read_checkpoint,
+    save_potential,
+)
 from ..model import TFN
 from ..response import compute_response
 from .config import TrainConfig
+from .losses import Term, loss_from_metrics, needs, residuals, terms
 
 __all__ = ["Trainer", "batch_loss", "evaluate_model"]
 
@@ -54,49 +68,32 @@ def _all_sum(x: torch.Tensor) -> torch.Tensor:
 
 def label_counts(targets: dict, weights) -> dict[str, int]:
     """How many labelled items each loss term averages over in this batch."""
-    names = ["energy", "forces", "stress"] + list(weights.vectors)
-    return {n: int(targets[f"{n}_mask"].sum()) for n in names if f"{n}_mask" in targets}
+    return {t.name: int(targets[f"{t.name}_mask"].sum()) for t in terms(weights)
+            if f"{t.name}_mask" in targets}
 
 
 def batch_loss(model, graph, targets, weights, training=True, global_counts=None):
-    """(loss, predictions). ``global_counts`` (see :func:`label_counts`) normalises by the
-    counts over all processes; default: this batch's."""
-    need_f = weights.forces > 0 and keys.FORCES in targets
-    need_s = weights.stress > 0 and keys.STRESS in targets
-    need_v = any(w > 0 and name in targets for name, w in weights.vectors.items())
-    out = compute_response(model, graph, forces=need_f or not training, stress=need_s,
-                           training=training, energy_only=not need_v)
-    n_atoms = torch.bincount(graph.batch, minlength=graph.n_graphs).to(graph.positions.dtype)
-    terms = {}
-    if weights.energy > 0 and keys.ENERGY in targets:
-        m = targets[f"{keys.ENERGY}_mask"]
-        err = ((out[keys.ENERGY] - targets[keys.ENERGY]) / n_atoms)[m]
-        terms["energy"] = (weights.energy, (err**2).sum(), int(m.sum()))
-    if need_f:
-        m = targets[f"{keys.FORCES}_mask"]
-        err = (out[keys.FORCES] - targets[keys.FORCES])[m]
-        terms["forces"] = (weights.forces, (err**2).sum() / 3, int(m.sum()))
-    if need_s:
-        m = targets[f"{keys.STRESS}_mask"]
-        err = (out[keys.STRESS] - targets[keys.STRESS])[m]
-        terms["stress"] = (weights.stress, (err**2).sum() / 9, int(m.sum()))
-    for name, w in weights.vectors.items():
-        if w > 0 and name in targets:
-            m = targets[f"{name}_mask"]
-            pred = out[keys.VECTORS]
-            if targets[name].shape[0] == graph.n_graphs:  # per structure: sum of atoms
-                pred = pred.new_zeros(graph.n_graphs, 3).index_add_(0, graph.batch, pred)
-            terms[name] = (w, ((pred - targets[name])[m] ** 2).sum() / 3, int(m.sum()))
+    """(loss, predictions): the terms of :mod:`tfn_md.train.losses`. ``global_counts``
+    (see :func:`label_counts`) normalises by the counts over all processes; default:
+    this batch's."""
+    need = needs(weights, targets)
+    out = compute_response(model, graph, forces=need["forces"] or not training,
+                           stress=need["stress"], training=training,
+                           energy_only=not need["vectors"])
     loss = out[keys.ENERGY].new_zeros(())
-    for name, (w, sq, count) in terms.items():
-        total = count if global_counts is None else global_counts[name]
-        loss = loss + w * sq / max(float(total), 1.0)
+    for term in terms(weights):
+        if term.name not in targets:
+            continue
+        r = residuals(term, out, targets, graph)  # [k, components]
+        total = r.shape[0] if global_counts is None else global_counts[term.name]
+        loss = loss + term.weight * (r**2).sum() / term.components / max(float(total), 1.0)
     return loss, out
 
 
-def evaluate_model(model, loader, device="cpu") -> dict:
-    """MAE and RMSE of energy per atom (eV/atom), energy per structure (eV), forces (eV/A),
-    stress (eV/A^3) and vectors over a loader."""
+def evaluate_model(model, loader, device="cpu", vectors=()) -> dict:
+    """MAE and RMSE (per component) of every term of :mod:`tfn_md.train.losses` present in
+    the data: energy per atom (eV/atom), forces (eV/A), stress (eV/A^3), the vector labels
+    ``vectors``; and energy per structure (eV)."""
     sums: dict[str, list[float]] = {}
 
     def add(name, diff):
@@ -106,29 +103,60 @@ def evaluate_model(model, loader, device="cpu") -> dict:
         s[1] += float((d**2).sum())
         s[2] += d.numel()
 
+    table = [Term(keys.ENERGY, 1.0, 1, "energy_per_atom"), Term(keys.FORCES, 1.0, 3, "forces"),
+             Term(keys.STRESS, 1.0, 9, "stress")] + [Term(v, 1.0, 3, v) for v in vectors]
     dtype = model.e0.dtype
     for graph, t in loader:
         graph = graph.to(device, dtype)
-        t = {k: v.to(device) for k, v in t.items()}
+        t = t.to(device, dtype)
         stress = keys.STRESS in t and bool(t[f"{keys.STRESS}_mask"].any())
-        out = compute_response(model, graph, forces=True, stress=stress)
-        n = torch.bincount(graph.batch, minlength=graph.n_graphs)
+        out = compute_response(model, graph, forces=True, stress=stress,
+                               energy_only=not any(v in t for v in vectors))
+        for term in table:
+            if term.name in t and (term.name != keys.STRESS or stress):
+                add(term.metric, residuals(term, out, t, graph))
         if keys.ENERGY in t:
             m = t[f"{keys.ENERGY}_mask"]
-            diff = (out[keys.ENERGY] - t[keys.ENERGY].to(dtype))[m]
-            add("energy_per_atom", diff / n[m])
-            add("energy", diff)
-        if keys.FORCES in t:
-            m = t[f"{keys.FORCES}_mask"]
-            add("forces", (out[keys.FORCES] - t[keys.FORCES].to(dtype))[m])
-        if stress:
-            m = t[f"{keys.STRESS}_mask"]
-            add("stress", (out[keys.STRESS] - t[keys.STRESS].to(dtype))[m])
-    return {
+            add("energy", (out[keys.ENERGY] - t[keys.ENERGY])[m])
+    metrics = {
         f"{name}_{kind}": (s[0] / s[2] if kind == "mae" else math.sqrt(s[1] / s[2]))
         for name, s in sums.items()
+        if s[2]
         for kind in ("mae", "rmse")
     }
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(
+            f"non-finite metrics {bad}: the model's outputs are NaN or infinite on this data"
+        )
+    return metrics
+
+
+def _split(cfg: TrainConfig, n: int, rng) -> tuple[np.ndarray, np.ndarray | None]:
+    """(train indices, valid indices or None for a separate file); refuses empty parts."""
+    if n == 0:
+        raise ValueError(f"data.train = {cfg.data.train!r} holds no structures")
+    if cfg.data.valid:
+        return np.arange(n), None
+    perm = rng.permutation(n)
+    n_valid = max(1, int(round(cfg.data.valid_fraction * n)))
+    if n_valid >= n:
+        raise ValueError(
+            f"data.valid_fraction = {cfg.data.valid_fraction} of the {n} structures in "
+            f"{cfg.data.train} leaves an empty training set; allowed: a fraction that keeps "
+            "at least one structure for training, or a validation file in data.valid"
+        )
+    return np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
+
+
+def check_species(species: list[str], h5: H5Dataset, key: str = "model.species") -> None:
+    """Every element of the data must be one of the model's species."""
+    missing = [s for s in species_in(h5) if s not in species]
+    if missing:
+        raise ValueError(
+            f"{key} = {list(species)} lacks the elements {missing} found in {h5.path}; "
+            f"allowed: a list containing every element of the data ({species_in(h5)})"
+        )
 
 
 class Trainer:
@@ -143,26 +171,33 @@ class Trainer:
         self.progress = progress and self.rank == 0
         h5 = H5Dataset(cfg.data.train)
         rng = np.random.default_rng(cfg.run.seed)
-        if cfg.data.valid:
-            train_idx, self.valid_path, valid_idx = np.arange(len(h5)), cfg.data.valid, None
-        else:
-            perm = rng.permutation(len(h5))
-            n_valid = max(1, int(round(cfg.data.valid_fraction * len(h5))))
-            train_idx, valid_idx = np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
-            self.valid_path = cfg.data.train
+        train_idx, valid_idx = _split(cfg, len(h5), rng)
+        self.valid_path = cfg.data.valid or cfg.data.train
+        valid_h5 = H5Dataset(self.valid_path)
+        if len(valid_h5) == 0:
+            raise ValueError(f"data.valid = {cfg.data.valid!r} holds no structures")
         model_kwargs = dict(cfg.model)
         model_kwargs.setdefault("species", species_in(h5))
+        for data in (h5, valid_h5):
+            check_species(model_kwargs["species"], data)
         cutoff = model_kwargs.setdefault("cutoff", 5.0)
         vkeys = list(cfg.loss.vectors)
         self.train_set = GraphDataset(cfg.data.train, cutoff, train_idx, vkeys)
         self.valid_set = GraphDataset(self.valid_path, cutoff, valid_idx, vkeys)
+        labels = [t.name for t in terms(cfg.loss)]
+        check_labels(h5, train_idx, labels)
+        check_labels(valid_h5, self.valid_set.indices, labels)
         last = self.out / "last.pt"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.run.seed)
             if resume and last.exists():
-                state = torch.load(last, weights_only=True, map_location="cpu")
-                model_kwargs = json.loads(state["config"])
-                self.model = TFN(**model_kwargs)
+                state = read_checkpoint(last)  # format and version checks
+                missing = {"ema", "optimizer", "scheduler", "trainer"} - set(state["extra"])
+                if missing:
+                    raise CheckpointError(f"{last}: not a training checkpoint (no "
+                                          f"{sorted(missing)}); --resume needs tfn-md train's "
+                                          "last.pt")
+                self.model = model_from_checkpoint(state, last)
             else:
                 state = None
                 stats = dataset_statistics(h5, train_idx, model_kwargs["species"], cutoff)
@@ -184,7 +219,6 @@ class Trainer:
             p.grad = torch.zeros_like(p)
         self.epoch, self.best, self.since_best, self.history = 0, math.inf, 0, []
         if state is not None:
-            self.model.load_state_dict(state["state_dict"])
             self.ema.load_state_dict(state["extra"]["ema"])
             self.opt.load_state_dict(state["extra"]["optimizer"])
             self.sched.load_state_dict(state["extra"]["scheduler"])
@@ -209,13 +243,12 @@ class Trainer:
         if len(mine):
             graph, t = collate_batch([self.train_set[int(i)] for i in mine])
             graph = graph.to(self.device, self.dtype)
-            t = {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
-                 for k, v in t.items()}
+            t = t.to(self.device, self.dtype)
             counts = label_counts(t, self.cfg.loss)
         else:
             counts = {}
         if self.world > 1:
-            names = ["energy", "forces", "stress"] + list(self.cfg.loss.vectors)
+            names = [term.name for term in terms(self.cfg.loss)]
             vec = _all_sum(torch.tensor([counts.get(n, 0) for n in names], dtype=torch.float64))
             counts = dict(zip(names, vec.tolist()))
         if len(mine):
@@ -234,8 +267,17 @@ class Trainer:
         total, batches = 0.0, self._epoch_batches(self.epoch)
         for glob in tqdm(batches, disable=not self.progress, desc=f"epoch {self.epoch + 1}",
                          leave=False, mininterval=1.0):
-            total += self.backward(glob)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+            loss = self.backward(glob)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                  self.cfg.optim.grad_clip)
+            if not (math.isfinite(loss) and torch.isfinite(norm)):  # same on every process
+                raise FloatingPointError(
+                    f"training stopped: the loss became {loss} (gradient norm {float(norm)}) "
+                    f"in epoch {self.epoch + 1}; the weights were not updated and "
+                    f"{self.out / 'last.pt'} keeps the last finite state. Try a smaller "
+                    f"optim.lr (now {self.opt.param_groups[0]['lr']:g}) or check the labels"
+                )
+            total += loss
             self.opt.step()
             with torch.no_grad():
                 d = self.cfg.optim.ema_decay
@@ -246,11 +288,8 @@ class Trainer:
     def validate(self) -> dict:
         loader = torch.utils.data.DataLoader(self.valid_set, batch_size=self.cfg.data.batch_size,
                                              collate_fn=collate_batch)
-        metrics = evaluate_model(self.ema, loader, self.device)
-        w = self.cfg.loss
-        metrics["loss"] = (w.energy * metrics.get("energy_per_atom_rmse", 0) ** 2
-                           + w.forces * metrics.get("forces_rmse", 0) ** 2
-                           + w.stress * metrics.get("stress_rmse", 0) ** 2)
+        metrics = evaluate_model(self.ema, loader, self.device, vectors=self.cfg.loss.vectors)
+        metrics["loss"] = loss_from_metrics(metrics, self.cfg.loss)
         return metrics
 
     # -- the run ---------------------------------------------------------------------
@@ -299,14 +338,11 @@ class Trainer:
         return self.history[-1] if self.history else {}
 
     def _write_csv(self) -> None:
-        path = self.out / "metrics.csv"
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_path(self.out / "metrics.csv") as tmp, open(tmp, "w", newline="") as fh:
             cols = list(dict.fromkeys(k for row in self.history for k in row))
             writer = csv.DictWriter(fh, fieldnames=cols)
             writer.writeheader()
             writer.writerows(self.history)
-        os.replace(tmp, path)
 
     def plot(self) -> None:
         try:
@@ -323,7 +359,8 @@ class Trainer:
         ax.set_xlabel("epoch")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(self.out / "learning_curve.png")
+        with atomic_path(self.out / "learning_curve.png") as tmp:
+            fig.savefig(tmp, format="png")
         plt.close(fig)
         # parity plots on the validation set with the EMA weights
         e_true, e_pred, f_true, f_pred = [], [], [], []
@@ -350,5 +387,6 @@ class Trainer:
             ax.set_xlabel(f"reference {label}")
             ax.set_ylabel(f"TFN {label}")
         fig.tight_layout()
-        fig.savefig(self.out / "parity.png")
+        with atomic_path(self.out / "parity.png") as tmp:
+            fig.savefig(tmp, format="png")
         plt.close(fig)
