@@ -57,7 +57,7 @@ def test_model_arguments_are_checked_when_built(kwargs, message):
         ({"skin": -0.1}, r"skin = -0.1 is not allowed: a finite number >= 0"),
         ({"skin": float("nan")}, r"skin = nan is not allowed"),
         ({"device": "gpu0"}, r"device = 'gpu0' is not allowed: a torch device"),
-        ({"compile": "no"}, r"compile = 'no' is not allowed: True or False"),
+        ({"compile": "no"}, r"compile = 'no' is not allowed: True, False or 'auto'"),
     ],
 )
 def test_calculator_arguments(kwargs, message):

@@ -6,12 +6,14 @@ import torch
 
 from tfn_md.nn import (
     BesselBasis,
+    Edges,
     NormNonlinearity,
     SelfInteraction,
     TFNConvolution,
     polynomial_envelope,
     tfn_paths,
 )
+from tfn_md.nn.radial_table import tabulate
 from tfn_md.so3 import sh_dim, spherical_harmonics
 
 from .equivariance import assert_equivariant
@@ -48,14 +50,18 @@ def test_orders_cover_every_path_up_to_3():
     assert covered == every
 
 
+@pytest.mark.parametrize("table", [False, True], ids=["mlp", "table"])
 @pytest.mark.parametrize(("l_in", "l_filter", "l_out"), ORDERS)
-def test_convolution_paths(l_in, l_filter, l_out):
+def test_convolution_paths(l_in, l_filter, l_out, table):
     c, n, cutoff = 3, 5, 4.0
     with torch.random.fork_rng():
         torch.manual_seed(l_in * 16 + l_filter * 4 + l_out)
         conv = TFNConvolution(c, l_in, l_filter, l_out, n_basis=4, radial_hidden=8,
                               avg_num_neighbors=3.0).double()
     basis = BesselBasis(4, cutoff).double()
+    if table:  # the radial functions as cubic Hermite splines (inference)
+        conv.set_table(tabulate(lambda r: conv.radial(basis(r)).flatten(1)
+                                * polynomial_envelope(r, cutoff, 6)[:, None], cutoff)[:2])
     randn = _seeded(1)
     x = randn(n, c, sh_dim(l_in))  # [n, c, (l_in+1)^2]
     edge_index = torch.tensor([[0, 0, 1, 2, 3, 4, 4, 2], [1, 2, 0, 3, 4, 0, 2, 1]])
@@ -66,7 +72,7 @@ def test_convolution_paths(l_in, l_filter, l_out):
         length = vectors.norm(dim=-1)
         sh = spherical_harmonics(vectors, l_filter)
         env = polynomial_envelope(length, cutoff, 6)
-        return conv(features, sh, basis(length), env, edge_index)  # list over lO
+        return conv(features, Edges(edge_index, length, sh, basis(length), env))  # over lO
 
     # x's last axis holds the blocks l = 0..l_in; the edge vectors are Cartesian
     reps_in = [list(range(l_in + 1)), "xyz"]

@@ -72,7 +72,8 @@ class TFNCalculator(Calculator):
     def __init__(self, potential, device: str = "cpu", dtype=None, skin: float = 0.5,
                  compile: bool | str = "auto", exact: bool = False, **kwargs):
         Calculator.__init__(self, **kwargs)
-        device, dtype, skin = check_calculator_args(potential, device, dtype, skin, compile)
+        device, dtype, skin = check_calculator_args(potential, device, dtype, skin, compile,
+                                                    exact)
         model = potential if isinstance(potential, TFN) else load_potential(potential)
         self.device = torch.device(device)
         self.dtype = dtype or model.e0.dtype
@@ -81,8 +82,6 @@ class TFNCalculator(Calculator):
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        if compile not in (True, False, "auto"):
-            raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
         if compile == "auto" and os.environ.get("TFN_MD_COMPILE", "1") == "0":
             compile = False
         for conv in self.model.convolutions:

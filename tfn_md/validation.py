@@ -69,9 +69,9 @@ def check_real(name: str, value: Any, minimum: float | None = None, *,
     return x
 
 
-def check_bool(name: str, value: Any) -> bool:
+def check_bool(name: str, value: Any, allowed: str = "True or False") -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        _fail(name, value, "True or False", TypeError)
+        _fail(name, value, allowed, TypeError)
     return bool(value)
 
 
@@ -117,8 +117,8 @@ def check_device(name: str, device: Any) -> torch.device:
         _fail(name, device, "a torch device such as 'cpu', 'cuda', 'cuda:1'")
 
 
-def check_calculator_args(potential: Any, device: Any, dtype: Any, skin: Any, compile: Any
-                          ) -> tuple[torch.device, torch.dtype | None, float]:
+def check_calculator_args(potential: Any, device: Any, dtype: Any, skin: Any, compile: Any,
+                          exact: Any = False) -> tuple[torch.device, torch.dtype | None, float]:
     """Checked (device, dtype or None, skin) of ``TFNCalculator``; the model is checked
     by ``load_potential`` or was built by ``TFN``."""
     from .model import TFN
@@ -129,5 +129,7 @@ def check_calculator_args(potential: Any, device: Any, dtype: Any, skin: Any, co
     checked_device = check_device("device", device)
     checked_dtype = None if dtype is None else check_dtype("dtype", dtype)
     checked_skin = check_real("skin", skin, 0.0, unit="Angstrom")
-    check_bool("compile", compile)
+    if not (compile == "auto" and isinstance(compile, str)):
+        check_bool("compile", compile, "True, False or 'auto'")
+    check_bool("exact", exact)
     return checked_device, checked_dtype, checked_skin

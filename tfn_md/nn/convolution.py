@@ -153,8 +153,9 @@ class TFNConvolution(nn.Module):
         rows = None if len(kept) == len(self.paths) else torch.tensor(
             [q * c + k for q in kept for k in range(c)], device=device)
         table = None
-        if self.table is not None:  # the table's columns of these paths, in dtype on device
+        if self.table is not None:  # the table's columns of these paths, in dtype on device,
             coef = self.table[0] if rows is None else self.table[0][:, :, rows.cpu()]
+            coef = torch.cat([coef, coef.new_zeros(1, *coef.shape[1:])])  # + zero beyond r_c
             table = coef.to(dtype=dtype, device=device).contiguous()
         self._plans[key] = (EdgePlan(tuple(blocks), col), by_lo, rows, table)
         return self._plans[key]

@@ -128,32 +128,30 @@ class MLPRadial:
 @dataclass(frozen=True)
 class TableRadial:
     """w(r) [e, P c] from a cubic Hermite table: interval k = floor(r / h), t = r / h - k,
-    w = ((a3 t + a2) t + a1) t + a0 with coefficients ``coef`` [n_intervals, 4, P c]
-    (a0..a3; zero beyond the last interval). Per-edge input r [E]; parameter ``coef``.
-    The gradient is the spline's own derivative, so forces are exact derivatives of the
-    tabulated energy."""
+    w = ((a3 t + a2) t + a1) t + a0 with coefficients ``coef`` [n_intervals + 1, 4, P c]
+    (a0..a3; the last row is zero, for every r beyond the table). Per-edge input r [E];
+    parameter ``coef``. The gradient is the spline's own derivative, so forces are exact
+    derivatives of the tabulated energy."""
 
     inv_h: float
     n_edge_inputs = 1
 
-    def _locate(self, r: Tensor, coef: Tensor):
+    def _locate(self, r: Tensor, coef: Tensor) -> tuple[Tensor, Tensor]:
         s = r * self.inv_h
         k = s.floor().clamp(0, coef.shape[0] - 1)
-        t = (s - k)[:, None]
-        a = coef[k.long()]  # [e, 4, P c]
-        inside = (s < coef.shape[0])[:, None]
-        return t, a, inside
+        return (s - k)[:, None], coef[k.long()]  # t [e, 1], a [e, 4, P c]
 
     def weights(self, edge, params) -> Tensor:
-        t, a, inside = self._locate(edge[0], params[0])
-        w = ((a[:, 3] * t + a[:, 2]) * t + a[:, 1]) * t + a[:, 0]
-        return torch.where(inside, w, torch.zeros_like(w))
+        t, a = self._locate(edge[0], params[0])
+        w = torch.addcmul(a[:, 2], a[:, 3], t)
+        w = torch.addcmul(a[:, 1], w, t)
+        return torch.addcmul(a[:, 0], w, t)
 
     def backward(self, edge, params, g_w: Tensor, need: tuple, param_grads: bool):
-        t, a, inside = self._locate(edge[0], params[0])
-        dw = ((3 * a[:, 3] * t + 2 * a[:, 2]) * t + a[:, 1]) * self.inv_h  # dw/dr
-        dw = torch.where(inside, dw, torch.zeros_like(dw))
-        return ((g_w * dw).sum(1),), None
+        t, a = self._locate(edge[0], params[0])
+        dw = torch.addcmul(a[:, 2], a[:, 3], t, value=1.5)  # (3 a3 t + 2 a2) / 2
+        dw = torch.addcmul(a[:, 1], dw, t, value=2.0)  # dw/dt
+        return ((g_w * dw).sum(1) * self.inv_h,), None
 
 
 # ---- messages of a chunk, given its radial weights -------------------------------------

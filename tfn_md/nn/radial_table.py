@@ -12,7 +12,8 @@ for ACE). On interval k, with t = r / h - k in [0, 1),
 which matches value and slope at both ends (C^1 across intervals); the error is
 O(h^4) in R and O(h^3) in dR/dr. Only radial parts change, so the layer stays exactly
 equivariant, and the kernel differentiates the spline itself, so forces are the exact
-derivative of the tabulated energy (NVE conserves it). Beyond the last interval R = 0.
+derivative of the tabulated energy (NVE conserves it). Beyond the last interval R = 0
+(the kernel appends a zero row: :class:`tfn_md.nn.edge_kernel.TableRadial`).
 """
 
 import math
