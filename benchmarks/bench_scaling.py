@@ -1,11 +1,11 @@
 """Time and peak memory per atom of an energy + forces call, from 108 to ~100k atoms.
 
-    python benchmarks/bench_scaling.py [--max-atoms 100000] [--threads 1] [--png scaling.png]
+    python benchmarks/bench_scaling.py [--max-atoms 100000] [--threads 1] [--compile]
 
 fcc Cu supercells (a = 3.61 A, rattled), channels 32, l_max 2, 2 layers, cutoff 5 A,
 float32, random weights, through TFNCalculator with a fresh neighbour search every call
-(skin 0). Every size runs in a fresh process so its peak resident memory (ru_maxrss) is
-its own.
+(skin 0), eager (compile=False) or compiled (--compile). Every size runs in a fresh
+process so its peak resident memory (ru_maxrss) is its own.
 """
 
 import argparse
@@ -16,7 +16,7 @@ import sys
 import time
 
 
-def child(n_cells: int, threads: int) -> None:
+def child(n_cells: int, threads: int, compile: bool) -> None:
     import torch
     from ase.build import bulk
 
@@ -28,8 +28,8 @@ def child(n_cells: int, threads: int) -> None:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = TFN(species=["Cu"], channels=32, l_max=2, layers=2, cutoff=5.0)
-    atoms.calc = TFNCalculator(model, skin=0.0)
-    atoms.get_forces()  # warm-up
+    atoms.calc = TFNCalculator(model, skin=0.0, compile=compile)
+    atoms.get_forces()  # warm-up (and compiling, with --compile)
     times = []
     for _ in range(2 if len(atoms) > 20000 else 4):
         atoms.rattle(1e-4)
@@ -45,16 +45,19 @@ def main():
     parser.add_argument("--max-atoms", type=int, default=100000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--png", default="benchmarks/scaling.png")
+    parser.add_argument("--compile", action="store_true",
+                        help="TFNCalculator(compile=True), first call untimed")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.threads)
+        return child(args.child, args.threads, args.compile)
     rows = []
     for n_cells in (3, 6, 9, 12, 16, 20, 25, 29):
         if 4 * n_cells**3 > args.max_atoms:
             break
         out = subprocess.run([sys.executable, __file__, "--child", str(n_cells), "--threads",
-                              str(args.threads)], capture_output=True, text=True, check=True)
+                              str(args.threads)] + ["--compile"] * args.compile,
+                             capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         row["us_per_atom"] = 1e6 * row["seconds"] / row["atoms"]
         rows.append(row)

@@ -24,6 +24,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from . import keys
+from . import compiled
 from .compiled import CompiledResponse
 from .graph import VerletList, atoms_to_graph
 from .io import load_potential
@@ -45,13 +46,13 @@ class TFNCalculator(Calculator):
         compile: "auto" (default), True or False. Small and medium systems (up to
             ``tfn_md.compiled.MAX_EDGES`` edges) run one compiled program for the whole
             energy + forces (+ stress) computation (:mod:`tfn_md.compiled`: several times
-            faster per call). Compiling takes tens of seconds per shape bucket the first
-            time, about a second once the program is in the disk cache. "auto" compiles a
-            bucket after ``tfn_md.compiled.COMPILE_AFTER`` eager calls of it (MD,
-            relaxations), so one-off calls never wait; True compiles at the first call and
-            also compiles the edge kernel's chunks of larger systems; False never compiles.
-            Where compiling fails (no C++ compiler) one warning is given and the eager path
-            is used. The environment variable ``TFN_MD_COMPILE=0`` turns "auto" off.
+            faster per call); larger ones run the edge kernel's chunks compiled. Compiling
+            takes tens of seconds the first time, about a second once the program is in
+            the disk cache. "auto" compiles after ``tfn_md.compiled.COMPILE_AFTER`` eager
+            calls of a shape bucket (MD, relaxations), so one-off calls never wait; True
+            compiles at the first call; False never compiles. Where compiling fails (no
+            C++ compiler) one warning is given and the eager path is used. The environment
+            variable ``TFN_MD_COMPILE=0`` turns "auto" off.
         exact: evaluate the radial MLPs on every call. By default (False) they are
             tabulated once as cubic Hermite splines (:meth:`tfn_md.TFN.tabulate`: forces
             within about 1e-6 eV/A of the MLP's, exactly conservative, no MLP per edge);
@@ -100,6 +101,8 @@ class TFNCalculator(Calculator):
             self.compiled = CompiledResponse(self.model, self._isolated[True],
                                              0 if compile is True else None)
         self._species = (None, None)  # (atomic numbers, checked species indices)
+        self._large_calls = 0 if compile == "auto" else None  # "auto": eager calls of
+        # graphs too large for one program, until the chunk kernels get compiled
 
     def _species_of(self, numbers: np.ndarray) -> torch.Tensor:
         """Model species indices [n] of ``numbers`` (checked; reused while unchanged)."""
@@ -158,6 +161,13 @@ class TFNCalculator(Calculator):
             out = self.compiled(atoms.numbers, species, atoms.positions, atoms.cell.array,
                                 pairs, periodic)
         if out is None:
+            large = pairs is not None and len(pairs[0]) > compiled.MAX_EDGES
+            if self._large_calls is not None and large:
+                self._large_calls += 1
+                if self._large_calls > compiled.COMPILE_AFTER:  # MD of a large system
+                    for conv in self.model.convolutions:
+                        conv.compile_kernels = True
+                    self._large_calls = None
             graph = atoms_to_graph(atoms, self.model.cutoff, self.dtype, self.device, pairs)
             out = compute_response(self.model, graph, forces=True, stress=periodic,
                                    energy_only=energy_only, species=species,
