@@ -162,7 +162,8 @@ def bench_one(name, dtype, l_max, channels, threads, repeats, reference=True, co
         ref = E3nnTFN(exact)
         out_ours = compute_response(exact, graph, stress=stress, energy_only=True)
         out_ref = compute_response(ref, graph, stress=stress, energy_only=True)
-        row["ref_energy_diff"] = float((out_ours["energy"] - out_ref["energy"]).abs().max().detach())
+        diff = (out_ours["energy"] - out_ref["energy"]).abs().max()
+        row["ref_energy_diff"] = float(diff.detach())
         row["ref_energy"] = float(out_ours["energy"].sum().detach())
         row["ref_s_per_call"] = t_nl + timed(
             lambda: compute_response(ref, graph, stress=stress, energy_only=True), repeats)
@@ -300,7 +301,8 @@ def cu_headline(args) -> None:
         line(name, secs, r)
     for r in rows:
         print(f"\n{r['dtype']}, {r['threads']} thread(s): energies of tfn_md (exact) and the "
-              f"e3nn reference differ by {r['ref_energy_diff']:.2e} eV (of {r['ref_energy']:.3f} eV).")
+              f"e3nn reference differ by {r['ref_energy_diff']:.2e} eV "
+              f"(of {r['ref_energy']:.3f} eV).")
     for r in rows:
         if r["dtype"] != "float32":
             continue

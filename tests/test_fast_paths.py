@@ -217,3 +217,4 @@ def test_compile_failure_falls_back_to_eager_once(monkeypatch, tmp_path):
     second = results(calc, rattled(atoms, seed=3, amount=0.01))  # no second warning
     assert calc.compiled.failed and second["forces"].shape == (9, 3)
     np.testing.assert_allclose(first["forces"], eager["forces"], atol=1e-12)
+

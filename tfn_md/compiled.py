@@ -22,6 +22,7 @@ tens of seconds per shape bucket the first time (Inductor caches on disk, so lat
 processes load it in seconds). Any failure gives one warning and the eager path.
 """
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -56,6 +57,16 @@ def cache_dir() -> Path:
         return Path(os.environ["TFN_MD_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "tfn_md" / "compiled"
+
+
+@functools.cache
+def _source_digest() -> bytes:
+    """Hash of the package's model code (the modules a traced response runs)."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted([*root.glob("*.py"), *root.glob("nn/*.py"), *root.glob("so3/*.py")]):
+        digest.update(path.read_bytes())
+    return digest.digest()
 
 
 def bucket(x: int, minimum: int = 16) -> int:
@@ -216,8 +227,10 @@ class CompiledResponse:
 
     def _cache_key(self, inputs: tuple, stress: bool) -> str:
         """Hash of everything the program depends on: weights, tables, isolated features,
-        configuration, shapes, dtype, device, torch and tfn_md versions."""
+        configuration, shapes, dtype, device, torch version and the source of the model's
+        code (so an edited checkout never loads a program of older code)."""
         digest = hashlib.sha256()
+        digest.update(_source_digest())
         model = self.model
         meta = (model.config_dict(), [tuple(t.shape) for t in inputs], str(self.isolated.dtype),
                 str(self.isolated.device), stress, torch.__version__, __version__, FORMAT)

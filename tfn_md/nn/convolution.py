@@ -31,7 +31,14 @@ import torch
 from torch import Tensor, nn
 
 from ..so3 import clebsch_gordan, sh_dim, sh_slice
-from .edge_kernel import Block, EdgePlan, MLPRadial, TableRadial, fused_edge_conv
+from .edge_kernel import (
+    Block,
+    EdgePlan,
+    MLPRadial,
+    TableRadial,
+    fused_edge_conv,
+    tracing_for_compiler,
+)
 from .radial import RadialMLP
 
 __all__ = ["Edges", "TFNConvolution", "tfn_paths"]
@@ -182,7 +189,10 @@ class TFNConvolution(nn.Module):
         l_out = self.l_out if l_out is None else min(l_out, self.l_out)
         centre, neighbour = edges.index[0], edges.index[1]
         plan, by_lo, rows, table = self.plan(x.dtype, x.device, l_out)
-        xt = x[:, :, : sh_dim(self.l_in)].transpose(1, 2).contiguous()  # [n, D_in, c]
+        xt = x[:, :, : sh_dim(self.l_in)].transpose(1, 2)  # [n, D_in, c]
+        if tracing_for_compiler():  # a GEMM's output is stored, not folded into the gathers
+            xt = torch.matmul(torch.eye(xt.shape[1], dtype=xt.dtype, device=xt.device), xt)
+        xt = xt.contiguous()
         sh = edges.sh[:, : self._d_f]
         if table is not None:
             radial, edge_in, params = TableRadial(1.0 / self.table[1]), (edges.length,), (table,)

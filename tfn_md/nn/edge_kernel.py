@@ -86,9 +86,14 @@ def unchunked():
         _unchunked.on = False
 
 
+def tracing_for_compiler() -> bool:
+    """True inside :func:`unchunked` (a whole computation is being traced for a compiler)."""
+    return getattr(_unchunked, "on", False)
+
+
 def chunk_edges(n_edges: int, k: int, c: int) -> list[slice]:
     size = max(64, CHUNK_ELEMENTS // max(k * c, 1))
-    if getattr(_unchunked, "on", False):
+    if tracing_for_compiler():
         size = max(n_edges, 1)
     return [slice(s, min(s + size, n_edges)) for s in range(0, n_edges, size)]
 
@@ -231,7 +236,7 @@ class FusedEdgeConv(torch.autograd.Function):
                 *tensors):
         n_edge = radial.n_edge_inputs
         edge_in, params = tensors[:n_edge], tensors[n_edge:]
-        compiled = compiled and not getattr(_unchunked, "on", False)  # a compiler traces us
+        compiled = compiled and not tracing_for_compiler()  # a compiler traces us
         c = xt.shape[2]
         out = xt.new_zeros(n_out, plan.n_cols, c)
         chunks = chunk_edges(y.shape[0], plan.n_cols, c)
@@ -254,6 +259,7 @@ class FusedEdgeConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out):
+        g_out = g_out.contiguous()  # [n, K, c] rows gathered per edge: channels inner
         xt, y, src, dst, *tensors = ctx.saved_tensors
         plan, radial = ctx.plan, ctx.radial
         n_edge = radial.n_edge_inputs
