@@ -59,12 +59,15 @@ def test_vectors_property():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_matches_cpu():
+@pytest.mark.parametrize("options", [{"exact": True, "compile": False}, {"compile": False},
+                                     {"compile": True}], ids=["exact", "tables", "compiled"])
+def test_cuda_matches_cpu(options):
+    """Every inference path on the GPU (float64) against the CPU's exact path."""
     model = make_model()
     atoms = ethanol()
-    atoms.calc = TFNCalculator(model, device="cuda")
+    atoms.calc = TFNCalculator(model, device="cuda", **options)
     e_gpu, f_gpu = atoms.get_potential_energy(), atoms.get_forces()
-    atoms.calc = TFNCalculator(model)
+    atoms.calc = TFNCalculator(model, **options)
     assert abs(atoms.get_potential_energy() - e_gpu) < 1e-10
     assert np.abs(atoms.get_forces() - f_gpu).max() < 1e-10
 

@@ -21,12 +21,16 @@ def add_train_parsers(subparsers) -> None:
     e = subparsers.add_parser(
         "eval", help="errors of a potential on a dataset",
         description="Energy (per atom and per structure), force and stress MAE/RMSE of a "
-        "checkpoint on a dataset file.")
+        "checkpoint on a dataset file, evaluated as TFNCalculator runs it (tabulated radial "
+        "functions; --exact for the MLPs).")
     e.add_argument("checkpoint", help="checkpoint path or shipped potential name")
     e.add_argument("data", type=Path, help="dataset HDF5 file")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument("--exact", action="store_true",
+                   help="evaluate the radial MLPs, not the tabulated radial functions that "
+                   "TFNCalculator uses by default")
     e.set_defaults(func=_eval)
 
 
@@ -62,6 +66,8 @@ def _eval(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size} is not allowed: an integer >= 1")
     model = load_potential(args.checkpoint, device=args.device)
+    if not args.exact:
+        model.tabulate()  # as TFNCalculator runs it
     data = GraphDataset(args.data, model.cutoff)
     if len(data) == 0:
         raise ValueError(f"{args.data} holds no structures to evaluate on")
