@@ -16,7 +16,8 @@ perturbed by 1e-3 A before every call (as ../shared/peers/common.py does), media
 ``ethanol-gfn2`` potential with ``compile=True`` (the first, compiling call untimed; its
 time is printed), eager (``compile=False``) and eager with ``exact=True`` (radial MLPs
 instead of tables), all with ``skin=0`` (a fresh neighbour search every call, as the peers
-do); the same TFN on e3nn (benchmarks/e3nn_reference.py, built from the exact model: graph
+do), and compiled with the calculator's default skin (0.5 A: the neighbour search is
+reused while atoms move less than 0.25 A, as in MD); the same TFN on e3nn (benchmarks/e3nn_reference.py, built from the exact model: graph
 building + autograd response); GFN2-xTB (../shared/peers/xtb_calc.py, run with this
 interpreter, which has tblite); MACE and NequIP (random weights, width 32, l_max 2) with
 ``--peer``. The last column is the speed-up over GFN2-xTB, the method the potential replaces.
@@ -212,9 +213,11 @@ def ethanol_latency(calls: int, peers: list[str], peers_dir: Path, warmup: int =
     f32 = torch.float32
     rows, first = {}, {}
     for label, kwargs in (("tfn_md compile=True", {"compile": True}),
+                          ("tfn_md compile=True, default skin 0.5 A (as in MD)",
+                           {"compile": True, "skin": 0.5}),
                           ("tfn_md eager", {"compile": False}),
                           ("tfn_md eager, exact=True", {"compile": False, "exact": True})):
-        calc = TFNCalculator("ethanol-gfn2", dtype=f32, skin=0.0, **kwargs)
+        calc = TFNCalculator("ethanol-gfn2", dtype=f32, **{"skin": 0.0, **kwargs})
         rows[label], first[label] = median_ms(through(calc))
 
     from e3nn_reference import E3nnTFN

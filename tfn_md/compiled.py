@@ -1,25 +1,28 @@
-"""The whole energy + forces (+ stress) computation, traced once and compiled by Inductor.
+"""The whole energy + forces (+ stress) computation, traced once and compiled by AOTInductor.
 
 An eager call on a small molecule is a few thousand torch operations, each a few
 microseconds of Python and dispatcher work, while its arithmetic takes microseconds in
 all: the time is overhead, not FLOPs. :class:`CompiledResponse` removes it. For one
 shape it traces the response the calculator needs (model forward, autograd backward and
 the strain derivative, with the weights, radial tables and isolated-atom features as
-constants) into a single graph of aten operations (``make_fx``) and compiles that graph
-with Inductor into fused C++ loops; later calls run the compiled program only.
+constants) into a single graph of aten operations (``make_fx``), removes the terms the
+backward recomputes (CSE), and compiles the graph with AOTInductor into one C++ program
+(fused loops and a C++ wrapper: no Python between kernels). Later calls run it directly.
 
 Shapes are bucketed so that MD does not recompile at every change of the neighbour
 count: atoms are padded to ``bucket(n + 2)`` (buckets are m 2^k, m = 8..15: at most
 12.5 % padding), and a program made for E edges takes up to ``bucket(1.25 E)`` edges; any
 program of the atom bucket with room for a call's edges (and not over 4 times too large)
-serves it. Padding is exact: two padding atoms sit
-2 r_c + 1 A apart and every padding edge joins them, so the radial functions (zero at
-and beyond r_c, with zero slope) give padding edges no weight and no gradient; real
-atoms have no edge to padding atoms, and the energy sums real atoms only.
+serves it. Padding is exact: two padding atoms sit 2 r_c + 1 A apart and every padding
+edge joins them, so the radial functions (zero at and beyond r_c, with zero slope) give
+padding edges no weight and no gradient; real atoms have no edge to padding atoms, and
+the energy sums real atoms only.
 
 Compiling needs a C++ compiler (Inductor's CPU backend) or a GPU (Triton) and takes
-tens of seconds per shape bucket the first time (Inductor caches on disk, so later
-processes load it in seconds). Any failure gives one warning and the eager path.
+20-40 s per program. Programs are cached on disk (:func:`cache_dir`), keyed by a hash of
+the weights, configuration, shapes, dtype, device, torch version and the model's source
+code, so a later process loads one in about a second. Any failure gives one warning and
+the eager path.
 """
 
 import functools

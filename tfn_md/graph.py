@@ -154,8 +154,11 @@ def neighbour_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray,
     nl = NeighborList(cutoff=cutoff, full_list=True)
     i, j, s, d = nl.compute(atoms.positions, _box(atoms), atoms.pbc, quantities="ijSd")
     _check_distances(i, j, d)
-    order = np.argsort(i, kind="stable")  # sorted by centre: scatters stay local in memory
-    return i[order].astype(np.int64), j[order].astype(np.int64), s[order].astype(np.int64)
+    i, j, s = (a.astype(np.int64, copy=False) for a in (i, j, s))
+    if len(i) > 1 and np.any(i[1:] < i[:-1]):  # sorted by centre: scatters stay local
+        order = np.argsort(i, kind="stable")
+        i, j, s = i[order], j[order], s[order]
+    return i, j, s
 
 
 def _box(atoms: Atoms) -> np.ndarray:
