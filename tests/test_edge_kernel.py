@@ -1,8 +1,6 @@
 """The fused edge kernel (radial MLP inside) against autograd's numerical checks and
 against the same mathematics written with plain autograd ops, with many chunks."""
 
-import shutil
-
 import numpy as np
 import pytest
 import torch
@@ -69,20 +67,7 @@ def test_fused_edge_conv_matches_unfused(monkeypatch, l_out):
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
 
-def compile_works() -> bool:
-    """torch.compile on CPU needs a working C++ toolchain; try a trivial function."""
-    if not (shutil.which("g++") or shutil.which("c++")):
-        return False
-    try:
-        torch.compile(lambda t: torch.sin(t) * 2)(torch.ones(3))
-        return True
-    except Exception:
-        return False
-
-
-def test_compiled_kernel_matches_eager(monkeypatch):
-    if not compile_works():
-        pytest.skip("torch.compile cannot build CPU kernels here (no C++ toolchain)")
+def test_compiled_kernel_matches_eager(monkeypatch, compiler):
     """TFNCalculator(compile=True) runs the torch.compile'd chunk bodies (forced here, not
     timed against eager) and gives the eager energy, forces and stress, also with a last
     chunk shorter than the others (padded)."""

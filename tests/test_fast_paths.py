@@ -113,7 +113,7 @@ def test_bucket():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-def test_compiled_matches_eager_and_is_equivariant(dtype):
+def test_compiled_matches_eager_and_is_equivariant(dtype, compiler):
     model = molecule_model(dtype)
     eager = TFNCalculator(model, compile=False)
     fast = TFNCalculator(model, compile=True)
@@ -138,7 +138,7 @@ def test_compiled_matches_eager_and_is_equivariant(dtype):
     assert fast.compiled.n_programs == 1  # one shape bucket served all of them
 
 
-def test_compiled_forces_and_stress_match_finite_differences():
+def test_compiled_forces_and_stress_match_finite_differences(compiler):
     model = make_model(species=["Cu"], cutoff=4.5)
     atoms = triclinic_cu(repeat=(2, 1, 1), rattle=0.15)
     atoms.calc = TFNCalculator(model, compile=True)
@@ -151,7 +151,7 @@ def test_compiled_forces_and_stress_match_finite_differences():
     assert np.abs(forces - eager["forces"]).max() < 1e-10
 
 
-def test_compiled_molecule_finite_differences_and_nve():
+def test_compiled_molecule_finite_differences_and_nve(compiler):
     model = molecule_model()
     atoms = rattled(ethanol(), seed=2)
     atoms.calc = TFNCalculator(model, compile=True)
@@ -169,7 +169,7 @@ def test_compiled_molecule_finite_differences_and_nve():
     assert atoms.calc.compiled.n_programs == 1
 
 
-def test_compiled_one_atom_and_new_buckets():
+def test_compiled_one_atom_and_new_buckets(compiler):
     model = molecule_model()
     calc = TFNCalculator(model, compile=True)
     lone = Atoms("O", positions=[[0.0, 0.0, 0.0]])
@@ -185,7 +185,7 @@ def test_compiled_one_atom_and_new_buckets():
     assert calc.compiled.n_programs == 1  # lone atom and water share a program
 
 
-def test_auto_compiles_after_repeated_calls(monkeypatch):
+def test_auto_compiles_after_repeated_calls(monkeypatch, compiler):
     monkeypatch.setenv("TFN_MD_COMPILE", "1")
     monkeypatch.setattr(compiled, "COMPILE_AFTER", 3)
     model = molecule_model()
