@@ -23,9 +23,7 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from . import keys
-from . import compiled
-from .compiled import CompiledResponse
+from . import compiled, keys
 from .graph import VerletList, atoms_to_graph
 from .io import load_potential
 from .model import TFN
@@ -98,15 +96,15 @@ class TFNCalculator(Calculator):
         self.neighbours = None if cutoff is None else VerletList(cutoff, skin)
         self.compiled = None
         if compile and per_species and cutoff is not None:
-            self.compiled = CompiledResponse(self.model, self._isolated[True],
-                                             0 if compile is True else None)
+            self.compiled = compiled.CompiledResponse(
+                self.model, self._isolated[True], 0 if compile is True else None)
         self._species = (None, None)  # (atomic numbers, checked species indices)
         self._large_calls = 0 if compile == "auto" else None  # "auto": eager calls of
         # graphs too large for one program, until the chunk kernels get compiled
 
     def _species_of(self, numbers: np.ndarray) -> torch.Tensor:
         """Model species indices [n] of ``numbers`` (checked; reused while unchanged)."""
-        known, species = self._species
+        known = self._species[0]
         if known is None or not np.array_equal(known, numbers):
             z = torch.as_tensor(numbers, dtype=torch.int64, device=self.device)
             self._species = (numbers.copy(), self.model.species_index(z))

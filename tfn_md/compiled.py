@@ -121,8 +121,7 @@ class CompiledResponse:
         asked for often enough). The padded inputs of each bucket are kept and refreshed
         in place: edges only when ``pairs`` is another object than last time, species
         only when ``species`` is."""
-        i, j, s = pairs
-        n, e = len(numbers), len(i)
+        n, e = len(numbers), len(pairs[0])
         if self.failed or e > MAX_EDGES:
             return None
         group = (bucket(n + 2), stress)
