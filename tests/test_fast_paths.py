@@ -218,3 +218,11 @@ def test_compile_failure_falls_back_to_eager_once(monkeypatch, tmp_path):
     assert calc.compiled.failed and second["forces"].shape == (9, 3)
     np.testing.assert_allclose(first["forces"], eager["forces"], atol=1e-12)
 
+
+
+def test_no_compiled_program_where_radial_functions_do_not_vanish():
+    """Padding edges lie beyond the cutoff: only models whose radial functions vanish there
+    (tables, or the Bessel basis with its envelope) get the compiled program."""
+    model = make_model(basis="gaussian", cutoff=4.0)
+    assert TFNCalculator(model, exact=True, compile=True).compiled is None
+    assert TFNCalculator(model, compile=True).compiled is not None  # tabulated: zero beyond

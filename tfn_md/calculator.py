@@ -95,7 +95,10 @@ class TFNCalculator(Calculator):
         cutoff = self.model.cutoff
         self.neighbours = None if cutoff is None else VerletList(cutoff, skin)
         self.compiled = None
-        if compile and per_species and cutoff is not None:
+        # the compiled program pads with edges beyond the cutoff: their radial functions
+        # must vanish there (tables, or the Bessel basis with its envelope)
+        vanishing = self.model.tabulated or self.model.config.basis == "bessel"
+        if compile and per_species and cutoff is not None and vanishing:
             self.compiled = compiled.CompiledResponse(
                 self.model, self._isolated[True], 0 if compile is True else None)
         self._species = (None, None)  # (atomic numbers, checked species indices)
