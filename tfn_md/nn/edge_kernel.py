@@ -278,7 +278,10 @@ class FusedEdgeConv(torch.autograd.Function):
                 args = _padded(chunks[0].stop, y[sl], xt[src[sl]], *(t[sl] for t in edge_in),
                                g_out[dst[sl]])
                 body = _kernel(plan, radial, "backward", args, weights, need_edge)
-                g_xs, g_ys, *g_es = (None if t is None else t[:e] for t in body(*args, *weights))
+                # copies: a compiled output may be a view of a larger buffer, which a kept
+                # view would hold alive for the whole backward pass
+                g_xs, g_ys, *g_es = (None if t is None else t[:e].clone()
+                                     for t in body(*args, *weights))
                 parts = None
             else:
                 g_xs, g_ys, g_es, parts = _backward_chunk(
