@@ -102,8 +102,9 @@ class TFNCalculator(Calculator):
             self.compiled = compiled.CompiledResponse(
                 self.model, self._isolated[True], 0 if compile is True else None)
         self._species = (None, None)  # (atomic numbers, checked species indices)
-        self._large_calls = 0 if compile == "auto" else None  # "auto": eager calls of
-        # graphs too large for one program, until the chunk kernels get compiled
+        # "auto": eager calls of graphs too large for one program, until their chunk
+        # kernels get compiled (None: not counting)
+        self._large_calls = 0 if compile == "auto" else None
 
     def _species_of(self, numbers: np.ndarray) -> torch.Tensor:
         """Model species indices [n] of ``numbers`` (checked; reused while unchanged)."""

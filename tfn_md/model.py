@@ -258,9 +258,9 @@ class TFN(nn.Module):
         if cfg.cutoff is None:
             return False
         tables = []
+        basis = copy.deepcopy(self.basis).double()
         for conv in self.convolutions:
             radial = copy.deepcopy(conv.radial).double()
-            basis = copy.deepcopy(self.basis).double()
 
             def fn(r, radial=radial, basis=basis):
                 w = radial(basis(r)).flatten(1)  # [N, P c]

@@ -58,11 +58,6 @@ class Edges:
     basis: Tensor | None
     envelope: Tensor | None
 
-    def __getitem__(self, sl: slice) -> "Edges":
-        return Edges(self.index[:, sl], self.length[sl], self.sh[sl],
-                     None if self.basis is None else self.basis[sl],
-                     None if self.envelope is None else self.envelope[sl])
-
 
 def tfn_paths(l_in: int, l_filter: int, l_out: int) -> list[tuple[int, int, int]]:
     """All (lI, lF, lO) with lI <= l_in, lF <= l_filter, lO <= l_out and the triangle rule,

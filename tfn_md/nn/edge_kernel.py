@@ -152,11 +152,14 @@ class TableRadial:
         w = torch.addcmul(a[:, 1], w, t)
         return torch.addcmul(a[:, 0], w, t)
 
-    def backward(self, edge, params, g_w: Tensor, need: tuple, param_grads: bool):
+    def slopes(self, edge, params) -> Tensor:
+        """dw/dr [e, P c]."""
         t, a = self._locate(edge[0], params[0])
         dw = torch.addcmul(a[:, 2], a[:, 3], t, value=1.5)  # (3 a3 t + 2 a2) / 2
-        dw = torch.addcmul(a[:, 1], dw, t, value=2.0)  # dw/dt
-        return ((g_w * dw).sum(1) * self.inv_h,), None
+        return torch.addcmul(a[:, 1], dw, t, value=2.0) * self.inv_h
+
+    def backward(self, edge, params, g_w: Tensor, need: tuple, param_grads: bool):
+        return ((g_w * self.slopes(edge, params)).sum(1),), None
 
 
 # ---- messages of a chunk, given its radial weights -------------------------------------
