@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="on an error, show the full traceback (default: one line)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     from .data.cli import add_data_parser
+    from .lammps_cli import add_lammps_parser
     from .simulate_cli import add_simulate_parsers
     from .tasks.cli import add_paper_parser
     from .train.cli import add_train_parsers
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(subparsers)
     add_train_parsers(subparsers)
     add_paper_parser(subparsers)
+    add_lammps_parser(subparsers)
     return parser
 
 

@@ -10,6 +10,7 @@ Shipped potentials are found by name in the repository's ``potentials/``
 folder (source checkout) or the installed package's ``tfn_md/potentials``.
 """
 
+import io
 import json
 import os
 from pathlib import Path
@@ -64,6 +65,13 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
+def checkpoint_bytes(model: TFN, extra: dict | None = None) -> bytes:
+    """The bytes :func:`save_potential` would write."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint_dict(model, extra), buffer)
+    return buffer.getvalue()
+
+
 def checkpoint_dict(model: TFN, extra: dict | None = None) -> dict:
     return {
         "format": FORMAT,
@@ -82,15 +90,19 @@ def save_potential(model: TFN, path: str | os.PathLike, extra: dict | None = Non
     atomic_torch_save(checkpoint_dict(model, extra), path)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
+def read_checkpoint(path: str | os.PathLike | bytes) -> dict:
     """Load and check the checkpoint dict; raise :class:`CheckpointError` naming the problem.
+    ``path``: a file, a shipped name, or the bytes of a checkpoint file.
 
     Checked: the format marker and version, and the entries every checkpoint has
     (``model``, ``config`` a JSON object, ``dtype`` float32/float64, ``state_dict``
     a dict of tensors)."""
-    path = resolve_potential(path)
+    if isinstance(path, bytes):
+        source, path = io.BytesIO(path), "checkpoint bytes"
+    else:
+        source = path = resolve_potential(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"{path} is not a tfn_md checkpoint (cannot be read: {err})") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

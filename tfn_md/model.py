@@ -35,6 +35,7 @@ from .nn import (
 )
 from .nn.radial_table import tabulate
 from .nn.repulsion import zbl_pair_energy
+from .receptive import ReceptiveField
 from .so3 import l2_to_matrix, spherical_harmonics
 
 __all__ = ["TFN", "TFNConfig"]
@@ -114,6 +115,8 @@ class TFN(nn.Module):
         for k, s in enumerate(cfg.species):
             z_to_index[atomic_numbers[s]] = k
         self.register_buffer("z_to_index", z_to_index, persistent=False)
+        species_z = torch.tensor([atomic_numbers[s] for s in cfg.species])
+        self.register_buffer("species_z", species_z, persistent=False)
         self.embedding = nn.Linear(n_species + cfg.n_scalar_inputs, c, bias=False)
         if cfg.basis == "bessel":
             self.basis = BesselBasis(cfg.n_basis, cfg.cutoff)
@@ -177,28 +180,38 @@ class TFN(nn.Module):
     def edges(self, graph: Graph) -> Edges:
         """The per-edge inputs of the convolutions (lengths, harmonics; basis and envelope
         unless every convolution reads a radial table)."""
+        return self.edges_from_vectors(graph.edge_index, self.edge_vectors(graph))
+
+    def edges_from_vectors(self, edge_index: Tensor, vec: Tensor) -> Edges:
+        """:meth:`edges` from the edge vectors r_ij [E, 3] themselves."""
         cfg = self.config
-        vec = self.edge_vectors(graph)  # [E, 3]
         length = torch.linalg.vector_norm(vec, dim=-1)  # [E]
         sh = spherical_harmonics(vec, cfg.l_max)  # [E, (l_max+1)^2]
         if self.tabulated:
-            return Edges(graph.edge_index, length, sh, None, None)
+            return Edges(edge_index, length, sh, None, None)
         basis = self.basis(length)  # [E, n_basis]
         envelope = (polynomial_envelope(length, cfg.cutoff, cfg.envelope_p)
                     if cfg.basis == "bessel" else None)
-        return Edges(graph.edge_index, length, sh, basis, envelope)
+        return Edges(edge_index, length, sh, basis, envelope)
 
-    def _interactions(self, x: Tensor, edges: Edges, scalars_only: bool = False) -> Tensor:
+    def _interactions(self, x: Tensor, edges: Edges, scalars_only: bool = False,
+                      field: ReceptiveField | None = None) -> Tensor:
         """The TFN layers: [n, c, 1] species features -> [n, c, (l_last+1)^2]
-        (-> [n, c, 1] with ``scalars_only``: the last layer computes only l = 0 outputs)."""
+        (-> [n, c, 1] with ``scalars_only``: the last layer computes only l = 0 outputs).
+        With a receptive ``field`` (atoms and edges in its order), layer k computes only
+        the first field.n_atoms[k] atoms from the first field.n_edges[k-1] edges, and the
+        result is [field.n_atoms[-1], c, D]."""
         last = len(self.convolutions) - 1
         layers = zip(self.convolutions, self.self_interactions, self.nonlinearities)
         for k, (conv, si, nl) in enumerate(layers):
             l_out = 0 if scalars_only and k == last else None
-            h = nl(si(conv(x, edges, l_out)))  # [n, c, D_out]
+            n_out, layer_edges = None, edges
+            if field is not None:
+                n_out, layer_edges = field.n_atoms[k + 1], edges.head(field.n_edges[k])
+            h = nl(si(conv(x, layer_edges, l_out, n_out)))  # [n_out, c, D_out]
             if self.config.residual:
                 d = min(x.shape[-1], h.shape[-1])
-                h = torch.cat([h[..., :d] + x[..., :d], h[..., d:]], dim=-1)
+                h = torch.cat([h[..., :d] + x[: h.shape[0], :, :d], h[..., d:]], dim=-1)
             x = h
         return x
 
@@ -281,6 +294,45 @@ class TFN(nn.Module):
         for conv in self.convolutions:
             conv.set_table(None)
 
+    def _atom_energies(self, x: Tensor, species: Tensor, edges: Edges,
+                       isolated: Tensor) -> Tensor:
+        """E_i [n] from the last features x [n, c, D] of the first n atoms of ``species``
+        (measured from the isolated atom's features ``isolated``, per species [S, c, D] or
+        per atom [n, c, D]), plus the ZBL pair energies of ``edges`` (centres among the n
+        atoms) where the model has them."""
+        all_species, species = species, species[: x.shape[0]]
+        if not self.config.n_scalar_inputs:
+            isolated = isolated[species]
+        # energy relative to the same atom without neighbours: a lone atom has shift + E0
+        e_atom = self.energy_readout(x[..., 0] - isolated[..., 0]).squeeze(-1)  # [n]
+        energies = self.scale * e_atom + self.shift + self.e0[species]  # [n]
+        if self.config.zbl:
+            i, j = edges.index
+            z = self.species_z
+            pair = zbl_pair_energy(z[all_species[i]], z[all_species[j]], edges.length)  # [E]
+            energies = energies.index_add(0, i, pair)
+        return energies
+
+    def local_energies(self, species: Tensor, vectors: Tensor, field: ReceptiveField,
+                       isolated: Tensor | None = None) -> Tensor:
+        """Energies E_i [field.n_atoms[-1]] of the target atoms of a receptive field
+        (:func:`tfn_md.receptive.receptive_field`), each computed on its whole neighbourhood
+        but with every layer restricted to the atoms and edges it needs: what a LAMMPS rank
+        evaluates for its own atoms among its ghosts. ``species`` [n] (checked indices) and
+        ``vectors`` r_ij [E, 3] are in the original numbering of atoms and edges;
+        ``isolated``: :meth:`isolated_features` with ``scalars_only``. Equal to
+        ``forward(graph)["energies"][:n_targets]`` where every atom within ``layers`` edges
+        of a target has all its neighbours in the graph."""
+        if self.config.n_scalar_inputs:
+            raise ValueError("local_energies needs a model without per-atom scalar inputs")
+        species = species[field.atoms]
+        x0 = self.embedding.weight.T[species][:, :, None]  # [n_kept, c, 1]
+        edges = self.edges_from_vectors(field.edge_index, vectors[field.edges])
+        x = self._interactions(x0, edges, scalars_only=True, field=field)
+        if isolated is None:
+            isolated = self.isolated_features(scalars_only=True)
+        return self._atom_energies(x, species, edges.head(field.n_edges[-1]), isolated)
+
     def forward(self, graph: Graph, energy_only: bool = False, species: Tensor | None = None,
                 isolated: Tensor | None = None) -> dict[str, Tensor]:
         """Per-atom energies [n], total energy [n_graphs], per-atom vectors [n, 3]
@@ -289,19 +341,10 @@ class TFN(nn.Module):
         (the same energies, for a fraction of that layer's cost). ``species``: indices
         already checked by :meth:`species_index`; ``isolated``: :meth:`isolated_features`
         computed once (inference: they depend only on the weights)."""
-        cfg = self.config
         x, species, edges = self.features(graph, energy_only, species)
         if isolated is None:
             isolated = self.isolated_features(energy_only, graph)
-        if not cfg.n_scalar_inputs:
-            isolated = isolated[species]
-        # energy relative to the same atom without neighbours: a lone atom has shift + E0
-        e_atom = self.energy_readout(x[..., 0] - isolated[..., 0]).squeeze(-1)  # [n]
-        energies = self.scale * e_atom + self.shift + self.e0[species]  # [n]
-        if cfg.zbl:
-            i, j = graph.edge_index
-            pair = zbl_pair_energy(graph.numbers[i], graph.numbers[j], edges.length)  # [E]
-            energies = energies.index_add(0, i, pair)
+        energies = self._atom_energies(x, species, edges, isolated)
         energy = energies.new_zeros(graph.n_graphs).index_add_(0, graph.batch, energies)
         out = {keys.ENERGIES: energies, keys.ENERGY: energy}
         if energy_only:

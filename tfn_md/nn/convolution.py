@@ -58,6 +58,14 @@ class Edges:
     basis: Tensor | None
     envelope: Tensor | None
 
+    def head(self, m: int) -> "Edges":
+        """The first ``m`` edges."""
+        def cut(t):
+            return None if t is None else t[:m]
+
+        return Edges(self.index[:, :m], self.length[:m], self.sh[:m], cut(self.basis),
+                     cut(self.envelope))
+
 
 def tfn_paths(l_in: int, l_filter: int, l_out: int) -> list[tuple[int, int, int]]:
     """All (lI, lF, lO) with lI <= l_in, lF <= l_filter, lO <= l_out and the triangle rule,
@@ -173,14 +181,18 @@ class TFNConvolution(nn.Module):
         """Channels per output order after concatenation: c * n_paths(lO)."""
         return [self.channels * n for n in self.n_paths_out]
 
-    def forward(self, x: Tensor, edges: Edges, l_out: int | None = None) -> list[Tensor]:
+    def forward(self, x: Tensor, edges: Edges, l_out: int | None = None,
+                n_out: int | None = None) -> list[Tensor]:
         """
         x:      [n, c, (l_in+1)^2] input features V
         edges:  the per-edge inputs (:class:`Edges`; harmonics up to >= l_filter)
         l_out:  compute only the outputs of order <= l_out (default: all); the others are
                 never used when, e.g., only the energy is wanted
+        n_out:  outputs for the first n_out atoms only (every edge's centre must be one of
+                them; default n): a receptive field's inner layers (:mod:`tfn_md.receptive`)
+        Returns blocks [n_out, c * n_paths(lO), 2lO+1] for lO = 0..l_out.
         """
-        n, c = x.shape[0], self.channels
+        n, c = (x.shape[0] if n_out is None else n_out), self.channels
         l_out = self.l_out if l_out is None else min(l_out, self.l_out)
         centre, neighbour = edges.index[0], edges.index[1]
         plan, by_lo, rows, table = self.plan(x.dtype, x.device, l_out)

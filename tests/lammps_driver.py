@@ -1,0 +1,88 @@
+"""Run structures through LAMMPS with a tfn_md potential (pair_style mliap unified); used
+by tests/test_lammps_integration.py in-process and under ``mpiexec -n N``:
+
+    mpiexec -n 2 python tests/lammps_driver.py MODEL_FILE STRUCTURES.extxyz OUT.npz
+
+writes (rank 0) energy, per-atom energies, forces and the pressure tensor of every frame.
+Needs a LAMMPS with ML-IAP + Python (examples/lammps/build_lammps.sh).
+"""
+
+import sys
+
+import numpy as np
+from ase.data import atomic_masses, atomic_numbers
+
+from tfn_md.lammps import DEFAULT_SKIN
+
+NKTV2P = 1.6021765e6  # LAMMPS metal units: eV/A^3 -> bar
+
+
+def start(cmdargs=("-log", "none", "-screen", "none", "-nocite")):
+    import lammps
+    import lammps.mliap
+
+    lmp = lammps.lammps(cmdargs=list(cmdargs))
+    lammps.mliap.activate_mliappy(lmp)
+    return lmp
+
+
+def setup(lmp, atoms, model_file, element_types, layers, cutoff, comm_cutoff=None):
+    """A LAMMPS box holding ``atoms`` (orthogonal cell, or none: non-periodic box around
+    them) with the potential; ids are ASE index + 1."""
+    symbols = sorted(set(atoms.get_chemical_symbols()), key=element_types.index)
+    if atoms.pbc.all():
+        lengths = np.diag(atoms.cell.array)
+        assert np.allclose(atoms.cell.array, np.diag(lengths)), "orthogonal cells only"
+        lo, hi, boundary = np.zeros(3), lengths, "p p p"
+    else:
+        lo = atoms.positions.min(0) - 10.0
+        hi = atoms.positions.max(0) + 10.0
+        boundary = "f f f"
+    comm = layers * cutoff + DEFAULT_SKIN if comm_cutoff is None else comm_cutoff
+    for line in [
+        "units metal", "atom_style atomic", "atom_modify map array sort 0 0",
+        f"boundary {boundary}", "newton on",
+        "region box block " + " ".join(f"{float(v)!r}" for pair in zip(lo, hi) for v in pair),
+        f"create_box {len(symbols)} box",
+        *[f"mass {k + 1} {float(atomic_masses[atomic_numbers[s]])!r}" for k, s in enumerate(symbols)],
+        f"neighbor {DEFAULT_SKIN} bin", f"comm_modify cutoff {float(comm)!r}",
+        f"pair_style mliap unified {model_file} 1", f"pair_coeff * * {' '.join(symbols)}",
+        "compute pe all pe/atom",
+        "thermo_style custom step pe ke etotal press pxx pyy pzz pyz pxz pxy",
+    ]:
+        lmp.command(line)
+    types = [symbols.index(s) + 1 for s in atoms.get_chemical_symbols()]
+    lmp.create_atoms(len(atoms), list(range(1, len(atoms) + 1)), types,
+                     atoms.positions.ravel().tolist())
+
+
+def evaluate(lmp, n):
+    """(energy, per-atom energies [n], forces [n, 3], pressure [6] pxx pyy pzz pyz pxz pxy
+    in eV/A^3) of the current state; every rank must call it."""
+    lmp.command("run 0")
+    forces = np.array(lmp.gather_atoms("f", 1, 3)).reshape(n, 3)
+    energies = np.array(lmp.gather("c_pe", 1, 1)).reshape(n)
+    pressure = np.array([lmp.get_thermo(k) for k in ("pxx", "pyy", "pzz", "pyz", "pxz", "pxy")])
+    return lmp.get_thermo("pe"), energies, forces, pressure / NKTV2P
+
+
+
+if __name__ == "__main__":
+    import pickle
+
+    import ase.io
+
+    model_file, structures, out = sys.argv[1:4]
+    with open(model_file, "rb") as f:
+        potential = pickle.load(f)
+    results = []
+    for atoms in ase.io.read(structures, ":"):
+        lmp = start()
+        setup(lmp, atoms, model_file, potential.element_types, potential.layers,
+              float(potential.model.cutoff))
+        results.append(evaluate(lmp, len(atoms)))
+        rank = lmp.extract_setting("world_rank")
+        lmp.close()
+    if rank == 0:
+        np.savez(out, **{f"{k}_{name}": value for k, r in enumerate(results)
+                         for name, value in zip(("energy", "energies", "forces", "pressure"), r)})

@@ -1,0 +1,184 @@
+"""TFN potentials in LAMMPS, through ML-IAP's unified interface (``pair_style mliap unified``).
+
+    tfn-md export-lammps cu-emt -o cu-emt.mliap        # prints the LAMMPS lines to use
+
+    units metal
+    newton on
+    comm_modify cutoff 12.0                            # >= layers x cutoff + neighbour skin
+    pair_style mliap unified cu-emt.mliap 1            # 1: neighbour lists for ghosts too
+    pair_coeff * * Cu
+
+How a rank computes its share. LAMMPS gives each rank its own atoms (local) and
+copies of the atoms around them (ghosts), a full neighbour list of local and ghost
+atoms, and the pair vectors r_ij = x_j - x_i (ghosts are explicit periodic images).
+:meth:`TFNMLIAP.compute_forces` runs the model on local + ghost atoms and sums the
+energies of the local atoms only,
+
+    E_rank = sum_{i local} E_i,      f_ij = dE_rank / dr_ij   (autograd),
+
+and hands f_ij back to LAMMPS (``update_pair_forces``), which adds f_ij to atom i and
+-f_ij to atom j, sums ghost forces back to their owners and takes the virial from
+f · r. Since every E_i is counted on exactly one rank, the forces are exact on any
+number of ranks, provided every atom within ``layers - 1`` edges of a local atom sees
+all its neighbours: that is what ``comm_modify cutoff >= layers x cutoff + skin``
+guarantees. Each layer runs only on the atoms it needs (:mod:`tfn_md.receptive`),
+so the ghost shell costs little beyond its first ``cutoff`` of width.
+
+The file written by :func:`export_lammps` is a pickle (LAMMPS loads it with
+``pickle.load``) of a :class:`TFNMLIAP` whose state is plain data: a format marker,
+the bytes of the tfn_md checkpoint (read back with ``torch.load(weights_only=True)``)
+and the dtype/device settings. The model is rebuilt from them on load; no code is
+pickled, and LAMMPS need not be importable to write or read the file.
+"""
+
+import os
+import pickle
+
+import numpy as np
+import torch
+
+from .atomic import atomic_path
+from .io import checkpoint_bytes, model_from_checkpoint, read_checkpoint, resolve_potential
+from .model import TFN
+from .receptive import receptive_field
+from .validation import check_calculator_args
+
+__all__ = ["TFNMLIAP", "export_lammps", "lammps_lines"]
+
+FORMAT = "tfn_md-lammps"
+FORMAT_VERSION = 1
+DEFAULT_SKIN = 2.0  # LAMMPS' neighbour skin in metal units, A
+
+
+class TFNMLIAP:
+    """A TFN potential as an ML-IAP unified model (the interface of LAMMPS'
+    ``lammps.mliap.mliap_unified_abc.MLIAPUnified``, without importing LAMMPS).
+
+    Args:
+        potential: checkpoint path, shipped potential name, or a :class:`tfn_md.TFN`.
+        dtype: "float32" or "float64" (None: the potential's own).
+        device: torch device for the model ("cpu", "cuda").
+        exact: evaluate the radial MLPs instead of their tables (see ``TFNCalculator``).
+    """
+
+    def __init__(self, potential, dtype=None, device: str = "cpu", exact: bool = False):
+        device, dtype, _ = check_calculator_args(potential, device, dtype, 0.0, False, exact)
+        if isinstance(potential, TFN):
+            blob = checkpoint_bytes(potential)
+        else:
+            path = resolve_potential(potential)
+            read_checkpoint(path)  # a clear error now, not when LAMMPS loads the file
+            blob = path.read_bytes()
+        self.__setstate__({
+            "format": FORMAT, "format_version": FORMAT_VERSION, "checkpoint": blob,
+            "dtype": None if dtype is None else str(dtype).removeprefix("torch."),
+            "device": str(device), "exact": bool(exact)})
+
+    # -- pickling: plain data only; the model is rebuilt on load ---------------------------
+    def __getstate__(self) -> dict:
+        return dict(self._state)
+
+    def __setstate__(self, state: dict) -> None:
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise ValueError("not a tfn_md LAMMPS potential (no 'tfn_md-lammps' marker)")
+        if state.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"tfn_md LAMMPS potential format {state.get('format_version')} is "
+                             f"newer than this tfn_md reads ({FORMAT_VERSION}): upgrade tfn_md")
+        self._state = state
+        model = model_from_checkpoint(read_checkpoint(state["checkpoint"]))
+        if model.cutoff is None:
+            raise ValueError("LAMMPS needs a potential with a cutoff (this one uses all pairs)")
+        if model.config.n_scalar_inputs:
+            raise ValueError("LAMMPS cannot give this potential its per-atom scalar inputs")
+        dtype = getattr(torch, state["dtype"]) if state["dtype"] else model.e0.dtype
+        self.device = torch.device(state["device"])
+        self.model = model.to(device=self.device, dtype=dtype).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        if not state["exact"]:
+            self.model.tabulate()
+        with torch.no_grad():
+            self.isolated = self.model.isolated_features(scalars_only=True)
+        # what LAMMPS reads (ML-IAP unified): one dummy descriptor and parameter per atom;
+        # pairs are kept within 2 rcutfac = cutoff
+        self.interface = None
+        self.element_types = list(self.model.species)
+        self.ndescriptors = 1
+        self.nparams = 1
+        self.rcutfac = 0.5 * float(self.model.cutoff)
+
+    @property
+    def layers(self) -> int:
+        return self.model.config.layers
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.e0.dtype
+
+    # -- the ML-IAP unified interface ---------------------------------------------------
+    def compute_descriptors(self, data) -> None:
+        """Nothing: the model needs no descriptors from LAMMPS."""
+
+    def compute_gradients(self, data) -> None:
+        """Nothing: forces are computed in :meth:`compute_forces`."""
+
+    def compute_forces(self, data) -> None:
+        """Energies of this rank's atoms and the pair forces f_ij = dE/dr_ij [npairs, 3]
+        (see the module docstring). Writes ``data.eatoms`` (per local atom in list order),
+        ``data.energy`` and calls ``data.update_pair_forces``."""
+        energies, fij = self.evaluate(
+            data.nlocal, data.ntotal, np.asarray(data.elems), np.asarray(data.pair_i),
+            np.asarray(data.pair_j), np.asarray(data.rij).reshape(-1, 3))
+        listed = np.asarray(data.iatoms)[: data.nlistatoms]
+        data.eatoms = np.ascontiguousarray(energies[listed])
+        data.energy = float(energies.sum())
+        data.update_pair_forces(fij)
+
+    def evaluate(self, nlocal: int, ntotal: int, elems: np.ndarray, pair_i: np.ndarray,
+                 pair_j: np.ndarray, rij: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-atom energies E_i of the local atoms 0..nlocal-1 [nlocal] and f_ij = dE/dr_ij
+        [npairs, 3] (float64, C-contiguous) for ``ntotal`` local + ghost atoms with element
+        indices ``elems`` [ntotal] (into :attr:`element_types`) and pairs (i, j, r_ij)."""
+        if ntotal and (elems[:ntotal].min() < 0 or elems[:ntotal].max() >= len(self.element_types)):
+            raise ValueError("atoms of types not mapped to an element of this potential "
+                             f"({self.element_types}): check pair_coeff (NULL is not supported)")
+        device = self.device
+        species = torch.as_tensor(elems[:ntotal].astype(np.int64), device=device)
+        edge_index = torch.as_tensor(np.stack([pair_i, pair_j]).astype(np.int64), device=device)
+        vectors = torch.tensor(rij, dtype=self.dtype, device=device, requires_grad=True)
+        field = receptive_field(edge_index, ntotal, nlocal, self.layers)
+        energies = self.model.local_energies(species, vectors, field, self.isolated)
+        if len(rij):
+            (grad,) = torch.autograd.grad(energies.sum(), vectors, allow_unused=True)
+            grad = torch.zeros_like(vectors) if grad is None else grad
+        else:
+            grad = vectors.detach()
+        fij = np.ascontiguousarray(grad.detach().cpu().numpy(), dtype=np.float64)
+        return energies.detach().cpu().double().numpy(), fij
+
+
+def lammps_lines(potential: TFNMLIAP, path: str, skin: float = DEFAULT_SKIN) -> list[str]:
+    """The LAMMPS input lines that run ``potential`` saved at ``path``."""
+    comm = potential.layers * float(potential.model.cutoff) + skin
+    return [
+        "units metal",
+        "newton on",
+        f"neighbor {skin:g} bin",
+        f"comm_modify cutoff {comm:g}   # >= layers ({potential.layers}) x cutoff "
+        f"({potential.model.cutoff:g}) + neighbor skin ({skin:g})",
+        f"pair_style mliap unified {path} 1",
+        f"pair_coeff * * {' '.join(potential.element_types)}   # one element per atom type",
+    ]
+
+
+def export_lammps(potential, path: str | os.PathLike, dtype=None, device: str = "cpu",
+                  exact: bool = False) -> TFNMLIAP:
+    """Write ``potential`` as a LAMMPS ML-IAP unified model file (atomically) and return it.
+    The suffix must not be ``.pt``/``.pth``: LAMMPS would load those with ``torch.load``."""
+    if str(path).endswith((".pt", ".pth")):
+        raise ValueError(f"{path}: LAMMPS loads .pt/.pth files with torch.load; "
+                         "use another suffix, e.g. .mliap")
+    model = TFNMLIAP(potential, dtype=dtype, device=device, exact=exact)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        pickle.dump(model, f)
+    return model
