@@ -1,7 +1,7 @@
 """Run structures through LAMMPS with a tfn_md potential (pair_style mliap unified); used
 by tests/test_lammps_integration.py in-process and under ``mpiexec -n N``:
 
-    mpiexec -n 2 python tests/lammps_driver.py MODEL_FILE STRUCTURES.extxyz OUT.npz
+    mpiexec -n 2 python tests/lammps_driver.py MODEL_FILE STRUCTURES.traj OUT.npz
 
 writes (rank 0) energy, per-atom energies, forces and the pressure tensor of every frame.
 Needs a LAMMPS with ML-IAP + Python (examples/lammps/build_lammps.sh).
