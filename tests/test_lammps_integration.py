@@ -158,3 +158,18 @@ def test_nve_follows_ase_velocity_verlet(models):
     d -= np.round(d / np.diag(atoms.cell.array)) * np.diag(atoms.cell.array)  # LAMMPS wraps
     assert np.abs(d).max() < 1e-6
     assert np.abs(atoms.positions - start.positions).max() > 1e-2  # atoms did move
+
+
+@pytest.mark.parametrize("name,potential,args", [
+    ("in.cu", "cu-emt", ["-var", "steps", "5", "-var", "n", "2"]),
+    ("in.ethanol", "ethanol-gfn2", ["-var", "steps", "20"]),
+])
+def test_example_inputs_run(tmp_path, name, potential, args):
+    examples = Path(__file__).resolve().parent.parent / "examples" / "lammps"
+    export_lammps(potential, tmp_path / f"{potential}.mliap")
+    shutil.copy(examples / "ethanol.data", tmp_path)
+    out = subprocess.run([sys.executable, str(examples / "run_lammps.py"), str(examples / name),
+                          "-log", "none", *args], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "Loop time" in out.stdout

@@ -9,19 +9,29 @@
 #   examples/lammps/build_lammps.sh            # build once, reuse afterwards
 #   eval "$(examples/lammps/build_lammps.sh --env)"   # PYTHONPATH, LD_LIBRARY_PATH, PATH
 #
-# The result lives outside the clone, in $TFN_MD_LAMMPS
-# (default ~/.cache/tfn_md/lammps-20250204), so it is built once per machine.
-# PYTHON (default: python3) must be the Python that will run tfn_md: LAMMPS
-# embeds it. Build time: about 15 minutes on 2 cores.
+# The result lives outside the clone, in $TFN_MD_LAMMPS (default
+# ~/.cache/tfn_md/lammps-20250204-pyX.Y), so it is built once per machine.
+# PYTHON (default: python3) must be the Python (version) that will run tfn_md:
+# LAMMPS links its libpython. Build time: about 15 minutes on 2 idle cores.
+# Needs: a C++ compiler, cmake >= 3.16, curl, apt-get (for the source only).
+#
+# --env prints the variables that make `import lammps` (and mpiexec) work, plus,
+# inside a virtual environment, its site-packages on PYTHONPATH so that the
+# standalone `lmp` binary's embedded Python finds tfn_md too.
 set -euo pipefail
 
 VERSION=20250204
-PREFIX=${TFN_MD_LAMMPS:-$HOME/.cache/tfn_md/lammps-$VERSION}
 PY=${PYTHON:-python3}
+PYVER=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+PREFIX=${TFN_MD_LAMMPS:-$HOME/.cache/tfn_md/lammps-$VERSION-py$PYVER}
 JOBS=${JOBS:-$(nproc)}
 
 env_lines() {
-    echo "export PYTHONPATH=\"$PREFIX/python${PYTHONPATH:+:$PYTHONPATH}\""
+    local sitepkgs=""
+    if [[ -n "${VIRTUAL_ENV:-}" ]]; then
+        sitepkgs=":$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    fi
+    echo "export PYTHONPATH=\"$PREFIX/python$sitepkgs${PYTHONPATH:+:$PYTHONPATH}\""
     echo "export LD_LIBRARY_PATH=\"$PREFIX/lib:$PREFIX/mpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\""
     echo "export PATH=\"$PREFIX/mpi/bin${PATH:+:$PATH}\""
 }
