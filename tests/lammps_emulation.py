@@ -35,6 +35,8 @@ class RankData:
 
     def update_pair_forces(self, fij):
         assert fij.dtype == np.float64 and fij.flags.c_contiguous and fij.shape == (self.npairs, 3)
+        if not self.npairs:
+            return
         np.add.at(self.f, self.pair_i, fij)
         np.add.at(self.f, self.pair_j, -fij)
 

@@ -169,3 +169,16 @@ def test_cli_prints_lammps_lines(tmp_path, capsys):
                  f"pair_style mliap unified {tmp_path / 'cu.mliap'} 1", "pair_coeff * * Cu"):
         assert line in out
     assert main(["export-lammps", "cu-emt", "-o", str(tmp_path / "cu.pt")]) == 1
+
+
+def test_atoms_without_neighbours(cu):
+    """One atom in vacuum (no pairs at all; LAMMPS may pass None arrays): E = E0(Cu)."""
+    from ase import Atoms
+
+    atoms = Atoms("Cu2", positions=[[0, 0, 0], [20, 0, 0]])
+    data = rank_data(atoms, [0, 1], 10.5, 5.0, ["Cu"])
+    assert data.npairs == 0
+    data.pair_i = data.pair_j = data.rij = None
+    cu.compute_forces(data)
+    assert np.allclose(data.eatoms, reference(atoms[:1], "cu-emt")[0], atol=1e-12)
+    assert data.f.shape == (2, 3) and not data.f.any()

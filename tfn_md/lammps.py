@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path
+from .compiled import COMPILE_AFTER
 from .io import checkpoint_bytes, model_from_checkpoint, read_checkpoint, resolve_potential
 from .model import TFN
 from .receptive import receptive_field
@@ -59,10 +60,14 @@ class TFNMLIAP:
         dtype: "float32" or "float64" (None: the potential's own).
         device: torch device for the model ("cpu", "cuda").
         exact: evaluate the radial MLPs instead of their tables (see ``TFNCalculator``).
+        compile: "auto" (default): after ``tfn_md.compiled.COMPILE_AFTER`` steps, run the
+            edge kernel's chunks compiled (as ``TFNCalculator`` does for large systems;
+            ``TFN_MD_COMPILE=0`` turns it off); True: from the first step; False: never.
     """
 
-    def __init__(self, potential, dtype=None, device: str = "cpu", exact: bool = False):
-        device, dtype, _ = check_calculator_args(potential, device, dtype, 0.0, False, exact)
+    def __init__(self, potential, dtype=None, device: str = "cpu", exact: bool = False,
+                 compile: bool | str = "auto"):
+        device, dtype, _ = check_calculator_args(potential, device, dtype, 0.0, compile, exact)
         if isinstance(potential, TFN):
             blob = checkpoint_bytes(potential)
         else:
@@ -72,7 +77,7 @@ class TFNMLIAP:
         self.__setstate__({
             "format": FORMAT, "format_version": FORMAT_VERSION, "checkpoint": blob,
             "dtype": None if dtype is None else str(dtype).removeprefix("torch."),
-            "device": str(device), "exact": bool(exact)})
+            "device": str(device), "exact": bool(exact), "compile": compile})
 
     # -- pickling: plain data only; the model is rebuilt on load ---------------------------
     def __getstate__(self) -> dict:
@@ -97,6 +102,12 @@ class TFNMLIAP:
             p.requires_grad_(False)
         if not state["exact"]:
             self.model.tabulate()
+        compile = state.get("compile", "auto")
+        if compile == "auto" and os.environ.get("TFN_MD_COMPILE", "1") == "0":
+            compile = False
+        # "auto": steps until the chunk kernels get compiled (None: not counting)
+        self._steps_left = COMPILE_AFTER if compile == "auto" else None
+        self._set_compiled(compile is True)
         with torch.no_grad():
             self.isolated = self.model.isolated_features(scalars_only=True)
         # what LAMMPS reads (ML-IAP unified): one dummy descriptor and parameter per atom;
@@ -106,6 +117,10 @@ class TFNMLIAP:
         self.ndescriptors = 1
         self.nparams = 1
         self.rcutfac = 0.5 * float(self.model.cutoff)
+
+    def _set_compiled(self, on: bool) -> None:
+        for conv in self.model.convolutions:
+            conv.compile_kernels = on
 
     @property
     def layers(self) -> int:
@@ -126,9 +141,20 @@ class TFNMLIAP:
         """Energies of this rank's atoms and the pair forces f_ij = dE/dr_ij [npairs, 3]
         (see the module docstring). Writes ``data.eatoms`` (per local atom in list order),
         ``data.energy`` and calls ``data.update_pair_forces``."""
+        if self._steps_left is not None:
+            if self._steps_left <= 0:
+                self._set_compiled(True)
+                self._steps_left = None
+            else:
+                self._steps_left -= 1
+        npairs = data.npairs
+
+        def pairs(values, *shape):  # LAMMPS gives None before its pair arrays exist
+            return np.zeros((0, *shape)) if values is None or not npairs else np.asarray(values)
+
         energies, fij = self.evaluate(
-            data.nlocal, data.ntotal, np.asarray(data.elems), np.asarray(data.pair_i),
-            np.asarray(data.pair_j), np.asarray(data.rij).reshape(-1, 3))
+            data.nlocal, data.ntotal, np.asarray(data.elems), pairs(data.pair_i),
+            pairs(data.pair_j), pairs(data.rij, 3))
         listed = np.asarray(data.iatoms)[: data.nlistatoms]
         data.eatoms = np.ascontiguousarray(energies[listed])
         data.energy = float(energies.sum())
@@ -172,13 +198,14 @@ def lammps_lines(potential: TFNMLIAP, path: str, skin: float = DEFAULT_SKIN) -> 
 
 
 def export_lammps(potential, path: str | os.PathLike, dtype=None, device: str = "cpu",
-                  exact: bool = False) -> TFNMLIAP:
-    """Write ``potential`` as a LAMMPS ML-IAP unified model file (atomically) and return it.
-    The suffix must not be ``.pt``/``.pth``: LAMMPS would load those with ``torch.load``."""
+                  exact: bool = False, compile: bool | str = "auto") -> TFNMLIAP:
+    """Write ``potential`` as a LAMMPS ML-IAP unified model file (atomically) and return it
+    (arguments as :class:`TFNMLIAP`). The suffix must not be ``.pt``/``.pth``: LAMMPS
+    would load those with ``torch.load``."""
     if str(path).endswith((".pt", ".pth")):
         raise ValueError(f"{path}: LAMMPS loads .pt/.pth files with torch.load; "
                          "use another suffix, e.g. .mliap")
-    model = TFNMLIAP(potential, dtype=dtype, device=device, exact=exact)
+    model = TFNMLIAP(potential, dtype=dtype, device=device, exact=exact, compile=compile)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         pickle.dump(model, f)
     return model

@@ -10,10 +10,10 @@
 #   eval "$(examples/lammps/build_lammps.sh --env)"   # PYTHONPATH, LD_LIBRARY_PATH, PATH
 #
 # The result lives outside the clone, in $TFN_MD_LAMMPS (default
-# ~/.cache/tfn_md/lammps-20250204-pyX.Y), so it is built once per machine.
+# ~/.cache/tfn_md/lammps-20250204-b1-pyX.Y), so it is built once per machine.
 # PYTHON (default: python3) must be the Python (version) that will run tfn_md:
 # LAMMPS links its libpython. Build time: about 15 minutes on 2 idle cores.
-# Needs: a C++ compiler, cmake >= 3.16, curl, apt-get (for the source only).
+# Needs: a C++ compiler, cmake >= 3.16, curl, patch, apt-get (for the source only).
 #
 # --env prints the variables that make `import lammps` (and mpiexec) work, plus,
 # inside a virtual environment, its site-packages on PYTHONPATH so that the
@@ -21,9 +21,11 @@
 set -euo pipefail
 
 VERSION=20250204
+BUILD=1  # bump when this script's build changes (a new folder; old builds are not reused)
 PY=${PYTHON:-python3}
 PYVER=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-PREFIX=${TFN_MD_LAMMPS:-$HOME/.cache/tfn_md/lammps-$VERSION-py$PYVER}
+PREFIX=${TFN_MD_LAMMPS:-$HOME/.cache/tfn_md/lammps-$VERSION-b$BUILD-py$PYVER}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 JOBS=${JOBS:-$(nproc)}
 
 env_lines() {
@@ -70,6 +72,9 @@ echo "${HASH#SHA256:}  $WORK/$FILE" | sha256sum -c -
 tar -xJf "$WORK/$FILE" -C "$WORK"
 SRC=$(find "$WORK" -maxdepth 1 -type d -name "lammps-*" | head -1)
 [[ -d "$SRC/cmake" ]] || { echo "no LAMMPS source tree in $WORK" >&2; exit 1; }
+# ML-IAP 20250204 sizes one of its arrays (ghost atoms) x (all pairs): 900 GB for 32000
+# Cu atoms with ghost neighbour lists. The patch sizes it (ghost atoms) x (pairs per atom).
+patch -d "$SRC" -p1 < "$HERE/mliap-firstneigh.patch"
 
 echo "== configure and build (about 15 minutes on 2 cores)"
 MPIBIN="$PREFIX/mpi/bin"
