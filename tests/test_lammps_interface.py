@@ -149,6 +149,9 @@ def test_bad_inputs(tmp_path, cu):
     state["checkpoint"] = state["checkpoint"][:100]
     with pytest.raises(ValueError, match="not a tfn_md checkpoint"):
         TFNMLIAP.__new__(TFNMLIAP).__setstate__(state)
+    for key, value in (("dtype", "load"), ("device", "nowhere"), ("compile", "yes")):
+        with pytest.raises((ValueError, TypeError), match=key):
+            TFNMLIAP.__new__(TFNMLIAP).__setstate__({**cu.__getstate__(), key: value})
     with pytest.raises(ValueError, match="tfn_md-lammps"):
         TFNMLIAP.__new__(TFNMLIAP).__setstate__({"format": "other"})
     with pytest.raises(ValueError, match="cutoff"):

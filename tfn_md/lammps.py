@@ -89,20 +89,22 @@ class TFNMLIAP:
         if state.get("format_version", 0) > FORMAT_VERSION:
             raise ValueError(f"tfn_md LAMMPS potential format {state.get('format_version')} is "
                              f"newer than this tfn_md reads ({FORMAT_VERSION}): upgrade tfn_md")
+        model = model_from_checkpoint(read_checkpoint(state.get("checkpoint")))
+        compile = state.get("compile", "auto")
+        device, dtype, _ = check_calculator_args(model, state.get("device", "cpu"),
+                                                 state.get("dtype"), 0.0, compile,
+                                                 state.get("exact", False))
         self._state = state
-        model = model_from_checkpoint(read_checkpoint(state["checkpoint"]))
         if model.cutoff is None:
             raise ValueError("LAMMPS needs a potential with a cutoff (this one uses all pairs)")
         if model.config.n_scalar_inputs:
             raise ValueError("LAMMPS cannot give this potential its per-atom scalar inputs")
-        dtype = getattr(torch, state["dtype"]) if state["dtype"] else model.e0.dtype
-        self.device = torch.device(state["device"])
-        self.model = model.to(device=self.device, dtype=dtype).eval()
+        self.device = torch.device(device)
+        self.model = model.to(device=self.device, dtype=dtype or model.e0.dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        if not state["exact"]:
+        if not state.get("exact", False):
             self.model.tabulate()
-        compile = state.get("compile", "auto")
         if compile == "auto" and os.environ.get("TFN_MD_COMPILE", "1") == "0":
             compile = False
         # "auto": steps until the chunk kernels get compiled (None: not counting)
