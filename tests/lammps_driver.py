@@ -1,9 +1,12 @@
 """Run structures through LAMMPS with a tfn_md potential (pair_style mliap unified); used
-by tests/test_lammps_integration.py in-process and under ``mpiexec -n N``:
+by tests/test_lammps_integration.py, always in a process of its own (LAMMPS initialises
+MPI, which the test process's later forks must not inherit):
 
-    mpiexec -n 2 python tests/lammps_driver.py MODEL_FILE STRUCTURES.traj OUT.npz
+    [mpiexec -n 2] python tests/lammps_driver.py MODEL_FILE STRUCTURES.traj OUT.npz
+        [--comm-cutoff X] [--nve STEPS]
 
-writes (rank 0) energy, per-atom energies, forces and the pressure tensor of every frame.
+writes (rank 0) energy, per-atom energies, forces and the pressure tensor of every frame
+(and, with --nve, the positions after STEPS steps of NVE from the frame's velocities).
 Needs a LAMMPS with ML-IAP + Python (examples/lammps/build_lammps.sh).
 """
 
@@ -67,22 +70,50 @@ def evaluate(lmp, n):
 
 
 
-if __name__ == "__main__":
+def nve(lmp, atoms, steps):
+    """``steps`` NVE steps of 1 fs from ``atoms``' velocities; the final positions [n, 3]."""
+    import ctypes
+
+    from ase import units
+
+    v = atoms.get_velocities() * 1000 * units.fs  # A/(ASE time) -> A/ps
+    lmp.scatter_atoms("v", 1, 3, (ctypes.c_double * v.size)(*v.ravel()))
+    lmp.command("timestep 0.001")
+    lmp.command("fix nve all nve")
+    lmp.command(f"run {steps}")
+    return np.array(lmp.gather_atoms("x", 1, 3)).reshape(len(atoms), 3)
+
+
+def main(argv=None):
+    import argparse
     import pickle
 
     import ase.io
 
-    model_file, structures, out = sys.argv[1:4]
-    with open(model_file, "rb") as f:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("structures", help="any file ase.io.read reads (all frames)")
+    parser.add_argument("out", help=".npz written by rank 0")
+    parser.add_argument("--comm-cutoff", type=float, default=None)
+    parser.add_argument("--nve", type=int, default=0, help="then run NVE steps (1 fs)")
+    args = parser.parse_args(argv)
+    with open(args.model, "rb") as f:
         potential = pickle.load(f)
-    results = []
-    for atoms in ase.io.read(structures, ":"):
+    results, rank = {}, 0
+    for k, atoms in enumerate(ase.io.read(args.structures, ":")):
         lmp = start()
-        setup(lmp, atoms, model_file, potential.element_types, potential.layers,
-              float(potential.model.cutoff))
-        results.append(evaluate(lmp, len(atoms)))
+        setup(lmp, atoms, args.model, potential.element_types, potential.layers,
+              float(potential.model.cutoff), args.comm_cutoff)
+        values = evaluate(lmp, len(atoms))
+        for name, value in zip(("energy", "energies", "forces", "pressure"), values):
+            results[f"{k}_{name}"] = value
+        if args.nve:
+            results[f"{k}_x"] = nve(lmp, atoms, args.nve)
         rank = lmp.extract_setting("world_rank")
         lmp.close()
     if rank == 0:
-        np.savez(out, **{f"{k}_{name}": value for k, r in enumerate(results)
-                         for name, value in zip(("energy", "energies", "forces", "pressure"), r)})
+        np.savez(args.out, **results)
+
+
+if __name__ == "__main__":
+    main()
