@@ -31,6 +31,9 @@ def add_train_parsers(subparsers) -> None:
     e.add_argument("--exact", action="store_true",
                    help="evaluate the radial MLPs, not the tabulated radial functions that "
                    "TFNCalculator uses by default")
+    e.add_argument("--per-temperature", action="store_true",
+                   help="also report per temperature when the file holds only one (it is "
+                   "reported whenever the file's md_temperature takes several values)")
     e.set_defaults(func=_eval)
 
 
@@ -80,6 +83,16 @@ def _eval(args: argparse.Namespace) -> int:
                                          collate_fn=collate_batch)
     metrics = evaluate_model(model, loader, args.device)
     metrics["n_structures"] = len(data)
+    groups = temperature_groups(data.h5, data.indices)
+    if len(groups) > 1 or (groups and args.per_temperature):
+        metrics["per_temperature"] = {}
+        for temperature, rows in groups.items():
+            part = GraphDataset(args.data, model.cutoff, indices=rows)
+            part_loader = torch.utils.data.DataLoader(part, batch_size=args.batch_size,
+                                                      collate_fn=collate_batch)
+            m = evaluate_model(model, part_loader, args.device)
+            m["n_structures"] = len(rows)
+            metrics["per_temperature"][f"{temperature:g}"] = m
     if args.json:
         print(json.dumps(metrics, indent=1))
         return 0
@@ -91,4 +104,25 @@ def _eval(args: argparse.Namespace) -> int:
         if f"{name}_mae" in metrics:
             print(f"| {name} | {1000 * metrics[f'{name}_mae']:.3f} | "
                   f"{1000 * metrics[f'{name}_rmse']:.3f} | {unit} |")
+    if "per_temperature" in metrics:
+        print("\nper temperature (md_temperature), MAE (RMSE):")
+        shown = [(n, u) for n, u in units.items() if f"{n}_mae" in metrics]
+        print("| T (K) | structures | " + " | ".join(f"{n} ({u})" for n, u in shown) + " |")
+        print("|---|---|" + "---|" * len(shown))
+        for temperature, m in metrics["per_temperature"].items():
+            cells = [f"{1000 * m[f'{n}_mae']:.3f} ({1000 * m[f'{n}_rmse']:.3f})"
+                     if f"{n}_mae" in m else "-" for n, _ in shown]
+            print(f"| {temperature} | {m['n_structures']} | " + " | ".join(cells) + " |")
     return 0
+
+
+def temperature_groups(h5, indices) -> dict:
+    """{temperature (K): the rows of ``indices`` sampled at it}, from the ``md_temperature``
+    info of the file (``tfn-md data sample``, ``tfn-md learn``); empty if it has none."""
+    import numpy as np
+
+    if "md_temperature" not in h5.fields:
+        return {}
+    indices = np.asarray(indices)
+    temps, has = h5.column("md_temperature")[indices], h5.mask("md_temperature")[indices]
+    return {float(t): indices[has & (temps == t)] for t in np.unique(temps[has])}
