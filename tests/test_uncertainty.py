@@ -156,3 +156,34 @@ def test_spearman():
     a = np.array([1.0, 2.0, 3.0, 4.0])
     assert spearman(a, a**3) == pytest.approx(1.0)
     assert spearman(a, -a) == pytest.approx(-1.0)
+
+
+def test_calibrate_heads_keeps_the_mean_and_lowers_the_force_nll(tmp_path):
+    from ase.calculators.emt import EMT
+
+    from tfn_md.data.loader import GraphDataset
+    from tfn_md.data.writer import write_atoms
+    from tfn_md.uncertainty import calibrate_heads, frame_spreads_and_errors
+
+    frames = []
+    for s in range(12):
+        atoms = bulk("Cu", cubic=True)
+        atoms.rattle(0.05 + 0.02 * s, seed=s)
+        atoms.calc = EMT()
+        atoms.get_forces()
+        frames.append(atoms)
+    write_atoms(tmp_path / "cu.h5", frames)
+    torch.manual_seed(0)
+    model = TFN(species=["Cu"], channels=8, l_max=1, layers=2, cutoff=3.5,
+                energy_heads=4).double()
+    data = GraphDataset(tmp_path / "cu.h5", 3.5)
+    graph = atoms_to_graph(frames[3], 3.5, torch.float64, "cpu")
+    before = compute_response(model, graph, forces=True, energy_only=True)
+    result = calibrate_heads(model, data, steps=200)
+    after = compute_response(model, graph, forces=True, energy_only=True)
+    assert result["nll_after"] < result["nll_before"]
+    assert torch.allclose(before[keys.ENERGY], after[keys.ENERGY], atol=1e-10)
+    assert torch.allclose(before[keys.FORCES], after[keys.FORCES], atol=1e-10)
+    spread = frame_spreads_and_errors(model, data)
+    # calibrated: the mean predicted spread is of the size of the mean error
+    assert 0.3 < spread["spread_rms"].mean() / spread["error_rms"].mean() < 3.0

@@ -10,8 +10,9 @@
     # kwargs = { }                              # keyword arguments of the class
 
     [initial]                    # reference Langevin MD before the first training
+    data = ""                    # optional: a labelled dataset file to start from (copied)
     temperatures = [300, 600]    # K
-    n = 50                       # frames per temperature
+    n = 50                       # frames per temperature (0: only the data file)
     interval = 20                # MD steps between frames
     timestep = 0.5               # fs
     friction = 0.01              # 1/fs
@@ -24,8 +25,9 @@
     interval = 20                # steps between uncertainty checks
     timestep = 0.5
     friction = 0.01
-    threshold = 0.1              # eV/A: a frame whose largest per-atom force spread
-                                 # exceeds it is a candidate
+    threshold = 0.1              # eV/A: a frame whose force spread exceeds it is a candidate
+    statistic = "rms"            # a frame's force spread: "rms" over atoms of the per-atom
+                                 # spread, or "max" (the largest per-atom spread)
     stop = 1.0                   # eV/A: a trajectory ends when a frame exceeds it
     max_select = 20              # labels per iteration
     min_separation = 100         # steps between two selected frames of one trajectory
@@ -43,6 +45,8 @@
     dtype = "float32"
     device = "cpu"
     test = ""                    # optional dataset file scored after every training
+    init = ""                    # optional: weights (checkpoint or shipped name) that the
+                                 # first training starts from
 
 Paths are relative to the configuration file.
 """
@@ -73,6 +77,7 @@ class ReferenceSection:
 
 @dataclass
 class InitialSection:
+    data: str = ""
     temperatures: list = field(default_factory=lambda: [300.0])
     n: int = 50
     interval: int = 20
@@ -90,6 +95,7 @@ class ExploreSection:
     timestep: float = 0.5
     friction: float = 0.01
     threshold: float = 0.1
+    statistic: str = "rms"
     stop: float = 1.0
     max_select: int = 20
     min_separation: int = 100
@@ -108,6 +114,7 @@ class RunSection:
     dtype: str = "float32"
     device: str = "cpu"
     test: str = ""
+    init: str = ""
 
 
 @dataclass
@@ -151,11 +158,13 @@ class LearnConfig:
         cfg = cls(**kwargs)
         cfg._check()
         if base_dir is not None:
-            for section, key in (("system", "structure"), ("run", "out"), ("run", "test")):
+            for section, key in (("system", "structure"), ("run", "out"), ("run", "test"),
+                                 ("initial", "data"), ("run", "init")):
                 obj = getattr(cfg, section)
                 value = getattr(obj, key)
                 if value and not Path(value).is_absolute():
-                    setattr(obj, key, str(base_dir / value))
+                    if key != "init" or (base_dir / value).exists():  # init: or a name
+                        setattr(obj, key, str(base_dir / value))
         return cfg
 
     def _check(self) -> None:
@@ -182,12 +191,15 @@ class LearnConfig:
             check_real(f"{sec_name}.timestep", sec.timestep, 0.0, strict=True, unit="fs")
             check_real(f"{sec_name}.friction", sec.friction, 0.0)
             check_int(f"{sec_name}.interval", sec.interval, 1)
-        check_int("initial.n", self.initial.n, 2)
+        check_int("initial.n", self.initial.n, 0 if self.initial.data else 2)
         check_int("initial.equilibration", self.initial.equilibration, 0)
         e = self.explore
         for key, low in (("runs", 1), ("steps", 1), ("max_select", 1), ("min_separation", 0)):
             check_int(f"explore.{key}", getattr(e, key), low)
         check_real("explore.threshold", e.threshold, 0.0, strict=True, unit="eV/A")
+        if e.statistic not in ("rms", "max"):
+            raise ValueError(f"explore.statistic = {e.statistic!r} is not allowed: 'rms' or "
+                             "'max'")
         check_real("explore.stop", e.stop, e.threshold, strict=True, unit="eV/A")
         check_int("budget.max_labels", self.budget.max_labels, 0)
         check_int("budget.max_iterations", self.budget.max_iterations, 1)

@@ -2,11 +2,14 @@
 
     initial   reference Langevin MD at [initial] temperatures -> data.h5
     repeat, iteration i = 0, 1, ...:
-      train   iteration 0 from scratch, later from iteration i-1's weights, on data.h5
+      train   iteration 0 from scratch (or run.init), later from iteration i-1's weights, on
+              data.h5; then the heads' force spread is calibrated on training frames
+              (:func:`tfn_md.uncertainty.calibrate_heads`) -> iter<i>/model.pt
       explore Langevin MD driven by the potential at [explore] temperatures; every
               `interval` steps the per-atom force spread of its energy heads
-              (:mod:`tfn_md.uncertainty`) is computed; frames whose largest per-atom spread
-              exceeds `threshold` are candidates (a trajectory ends past `stop`)
+              (:mod:`tfn_md.uncertainty`) is computed; frames whose force spread (RMS over
+              atoms, or the largest, `statistic`) exceeds `threshold` are candidates (a
+              trajectory ends past `stop`)
       select  candidates by decreasing spread, none within `min_separation` steps of one
               already selected on the same trajectory, at most `max_select` and the labels
               left in the budget
@@ -51,7 +54,7 @@ from .reference import label, reference_factory
 __all__ = ["Learner", "select"]
 
 AL_ITERATION, AL_INDEX = "al_iteration", "al_index"  # which selected frame a label is
-AL_SPREAD = "al_force_spread"  # eV/A: largest per-atom force spread when it was selected
+AL_SPREAD = "al_force_spread"  # eV/A: the frame's force spread (explore.statistic) then
 AL_ENERGY_SPREAD = "al_energy_spread"  # eV
 
 
@@ -140,7 +143,7 @@ class Learner:
                 state["final"] = (used >= self.cfg.budget.max_labels
                                   or i + 1 >= self.cfg.budget.max_iterations)
             self.save_state(state)
-        final = self.out / f"iter{state['iteration']}" / "train" / "best.pt"
+        final = self.model_path(state["iteration"])
         with atomic_path(self.out / "final.pt") as tmp:
             shutil.copyfile(final, tmp)
         from .report import write_report
@@ -151,6 +154,14 @@ class Learner:
     # -- stages ----------------------------------------------------------------------
     def initial(self) -> None:
         c = self.cfg.initial
+        if c.data and not self.data.exists():  # the whole copy appears at once, or nothing
+            with H5Dataset(c.data) as source, atomic_path(self.data) as tmp:
+                extra = [f for f in source.fields.values() if f.optional]
+                self._say(f"initial data: copying {len(source)} frames from {c.data}")
+                with DatasetWriter(tmp, append=False, fields=extra) as writer:
+                    writer.extend_arrays(source.get_arrays(k) for k in range(len(source)))
+        if c.n == 0:
+            return
         total = c.n * len(c.temperatures)
         self._say(f"initial sampling: {total} frames with {self.method}")
         from tqdm import tqdm
@@ -163,14 +174,15 @@ class Learner:
                        seed=self.cfg.run.seed, progress=bar.update, calculator=self.make)
 
     def model_path(self, i: int) -> Path:
-        return self.out / f"iter{i}" / "train" / "best.pt"
+        """The model of iteration i: the training's best.pt with calibrated heads."""
+        return self.out / f"iter{i}" / "model.pt"
 
     def train(self, i: int) -> dict:
         from ..train.config import TrainConfig
         from ..train.trainer import Trainer
 
         out = self.out / f"iter{i}" / "train"
-        init = "" if i == 0 else str(self.model_path(i - 1))
+        init = self.cfg.run.init if i == 0 else str(self.model_path(i - 1))
         raw = self.cfg.train_dict(self.data, out, init, first=i == 0)
         with H5Dataset(self.data) as ds:
             n_data = len(ds)
@@ -186,9 +198,32 @@ class Learner:
             gc.collect()
         entry = {"n_data": n_data, "valid_forces_mae": result.get("valid_forces_mae"),
                  "valid_energy_per_atom_mae": result.get("valid_energy_per_atom_mae")}
+        entry["calibration"] = self.calibrate(i, out / "best.pt")
         if self.cfg.run.test:
             entry["test"] = self.score(self.model_path(i), self.cfg.run.test)
         return entry
+
+    def calibrate(self, i: int, best: Path) -> dict:
+        """Fit the heads' force spread to training frames (:func:`calibrate_heads`, the
+        mean unchanged) and write iter<i>/model.pt atomically."""
+        import torch
+
+        from ..data.loader import GraphDataset
+        from ..io import load_potential, save_potential
+        from ..uncertainty import calibrate_heads
+
+        model = load_potential(best)
+        data = GraphDataset(self.data, model.cutoff)
+        try:
+            n = len(data)
+            stride = max(1, n // 800)  # frames spread over the whole file
+            subset = torch.utils.data.Subset(data, list(range(0, n, stride)))
+            with torch.random.fork_rng(devices=[]):
+                result = calibrate_heads(model, subset, max_frames=800)
+        finally:
+            data.h5.close()
+        save_potential(model, self.model_path(i))
+        return result
 
     def score(self, model_path: Path, data: str) -> dict:
         import torch
@@ -243,7 +278,8 @@ class Learner:
                     dyn.run(e.interval)
                     bar.update(e.interval)
                     spread = calc.get_property(keys.FORCES_SPREAD, atoms)  # [n] eV/A
-                    largest = float(np.max(spread)) if len(spread) else 0.0
+                    largest = float(np.sqrt(np.mean(spread**2)) if e.statistic == "rms"
+                                    else np.max(spread)) if len(spread) else 0.0
                     checks += 1
                     if not np.isfinite(largest) or largest > e.threshold:
                         record = atoms.copy()

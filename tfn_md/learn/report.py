@@ -13,9 +13,9 @@ __all__ = ["selected_errors", "write_report"]
 
 
 def selected_errors(learner, i: int) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted, true) per frame labelled in iteration ``i``: the largest per-atom force
-    spread of model i when it selected the frame, and the largest per-atom force error
-    |F_model - F_ref| of model i on it (eV/A)."""
+    """(predicted, true) per frame labelled in iteration ``i``: the force spread of model i
+    when it selected the frame, and the force error |F_model - F_ref| of model i on it, both
+    as RMS over atoms (or the largest atom's, explore.statistic) in eV/A."""
     from ..calculator import TFNCalculator
     from .loop import AL_INDEX, AL_ITERATION, AL_SPREAD
 
@@ -37,7 +37,8 @@ def selected_errors(learner, i: int) -> tuple[np.ndarray, np.ndarray]:
         work.calc = calc
         error = np.linalg.norm(work.get_forces() - reference, axis=1)
         predicted.append(float(atoms.info[AL_SPREAD]))
-        true.append(float(error.max()))
+        rms = learner.cfg.explore.statistic == "rms"
+        true.append(float(np.sqrt(np.mean(error**2)) if rms else error.max()))
     return np.array(predicted), np.array(true)
 
 
@@ -66,8 +67,8 @@ def write_report(learner, state: dict) -> None:
     if len(predicted) > 2:
         from ..uncertainty import spearman
 
-        lines += ["", f"Selected frames: Spearman correlation of the predicted largest "
-                  f"per-atom force spread with the true largest per-atom force error: "
+        lines += ["", f"Selected frames: Spearman correlation of the predicted force spread "
+                  f"with the true force error ({learner.cfg.explore.statistic} over atoms): "
                   f"{spearman(predicted, true):.2f} ({len(predicted)} frames)."]
     lines += ["", "![report](report.png)", ""]
     write_text_atomic(learner.out / "report.md", "\n".join(lines))
@@ -115,8 +116,9 @@ def _plot(learner, history, pairs) -> None:
         hi = max(max(p.max(), t.max()) for p, t in pairs.values())
         ax.plot([0, hi], [0, hi], "k--", lw=0.8)
         ax.legend(fontsize=7)
-    ax.set_xlabel("predicted: largest per-atom force spread (eV/A)")
-    ax.set_ylabel("true: largest per-atom force error (eV/A)")
+    stat = learner.cfg.explore.statistic
+    ax.set_xlabel(f"predicted force spread, {stat} over atoms (eV/A)")
+    ax.set_ylabel(f"true force error, {stat} over atoms (eV/A)")
     fig.tight_layout()
     with atomic_path(learner.out / "report.png") as tmp:
         fig.savefig(tmp, format="png")

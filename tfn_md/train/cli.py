@@ -22,7 +22,9 @@ def add_train_parsers(subparsers) -> None:
         "eval", help="errors of a potential on a dataset",
         description="Energy (per atom and per structure), force and stress MAE/RMSE of a "
         "checkpoint on a dataset file, evaluated as TFNCalculator runs it (tabulated radial "
-        "functions; --exact for the MLPs).")
+        "functions; --exact for the MLPs); per temperature when the file records several "
+        "(md_temperature); for models with energy heads, how well the per-frame force spread "
+        "ranks the per-frame force error (Spearman) and, with --threshold, the frames it flags.")
     e.add_argument("checkpoint", help="checkpoint path or shipped potential name")
     e.add_argument("data", type=Path, help="dataset HDF5 file")
     e.add_argument("--batch-size", type=int, default=16)
@@ -34,6 +36,10 @@ def add_train_parsers(subparsers) -> None:
     e.add_argument("--per-temperature", action="store_true",
                    help="also report per temperature when the file holds only one (it is "
                    "reported whenever the file's md_temperature takes several values)")
+    e.add_argument("--threshold", type=float, default=None, metavar="EV_PER_A",
+                   help="models with energy heads: count the frames whose force spread "
+                   "(RMS over atoms, eV/A) exceeds this and compare their mean force error "
+                   "with the rest's")
     e.set_defaults(func=_eval)
 
 
@@ -93,6 +99,15 @@ def _eval(args: argparse.Namespace) -> int:
             m = evaluate_model(model, part_loader, args.device)
             m["n_structures"] = len(rows)
             metrics["per_temperature"][f"{temperature:g}"] = m
+    if model.config.energy_heads > 1 and keys.FORCES in data.h5.fields:
+        from ..uncertainty import calibration_summary, frame_spreads_and_errors
+
+        frames = frame_spreads_and_errors(model, data, args.batch_size)
+        position = {int(k): p for p, k in enumerate(data.indices)}
+        metrics["uncertainty"] = {"all": calibration_summary(frames, args.threshold)}
+        for temperature, rows in groups.items() if len(groups) > 1 else ():
+            sub = {k: v[[position[int(r)] for r in rows]] for k, v in frames.items()}
+            metrics["uncertainty"][f"{temperature:g}"] = calibration_summary(sub, args.threshold)
     if args.json:
         print(json.dumps(metrics, indent=1))
         return 0
@@ -113,6 +128,21 @@ def _eval(args: argparse.Namespace) -> int:
             cells = [f"{1000 * m[f'{n}_mae']:.3f} ({1000 * m[f'{n}_rmse']:.3f})"
                      if f"{n}_mae" in m else "-" for n, _ in shown]
             print(f"| {temperature} | {m['n_structures']} | " + " | ".join(cells) + " |")
+    if "uncertainty" in metrics:
+        print(f"\nuncertainty ({model.config.energy_heads} energy heads): per-frame force "
+              "spread (RMS over atoms) against per-frame force error (RMS over atoms)")
+        flag = args.threshold is not None
+        print("| frames | Spearman | mean spread (meV/A) | mean error (meV/A) |"
+              + (f" flagged (> {1000 * args.threshold:g} meV/A) | their mean error / the "
+                 "rest's |" if flag else ""))
+        print("|---|---|---|---|" + ("---|---|" if flag else ""))
+        for name, u in metrics["uncertainty"].items():
+            row = (f"| {name} ({u['n_frames']}) | {u['spearman']:.3f} | "
+                   f"{1000 * u['mean_spread']:.2f} | {1000 * u['mean_error']:.2f} |")
+            if flag:
+                ratio = f"{u['error_ratio']:.2f}" if "error_ratio" in u else "-"
+                row += f" {u['flagged']} | {ratio} |"
+            print(row)
     return 0
 
 
