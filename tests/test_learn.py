@@ -166,3 +166,14 @@ def test_kill9_while_labelling_then_resume_loses_and_repeats_nothing(tmp_path: P
             forces = atoms.get_forces()
             atoms.calc = EMT()
             assert np.allclose(atoms.get_forces(), forces, atol=1e-12)
+
+
+def test_example_active_learning_quick(tmp_path: Path):
+    pytest.importorskip("tblite")
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "active_learning.py"),
+                           "--quick", "--out", str(tmp_path / "m")], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "label budget spent (4 of 4)" in done.stdout
+    assert "frames above the threshold (0.001 eV/A): 4 of 4" in done.stdout
+    assert (tmp_path / "m" / "run" / "report.png").is_file()
