@@ -35,8 +35,8 @@ def _pair(heads: int, model_path: str | None):
         cfg = {k: v for k, v in many.config_dict().items() if k != "energy_heads"}
         one = TFN(**cfg)
         return one, many
-    cfg = dict(species=["C", "H", "O"], channels=32, l_max=2, layers=2, cutoff=5.0,
-               radial_hidden=64)
+    cfg = {"species": ["C", "H", "O"], "channels": 32, "l_max": 2, "layers": 2,
+           "cutoff": 5.0, "radial_hidden": 64}
     torch.manual_seed(0)
     return TFN(**cfg), TFN(**cfg, energy_heads=heads)
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from ase import units
 from ase.build import molecule
-from ase.md.langevin import Langevin
 from ase.md import velocitydistribution
+from ase.md.langevin import Langevin
 
 from tfn_md import TFNCalculator
 from tfn_md.learn import Learner, load_learn_config
@@ -65,10 +65,12 @@ out = "{out}"
 dtype = "float32"
 """
 
-FULL = dict(n_initial=100, explore_steps=2000, threshold=0.05, max_select=30, max_labels=150,
-            max_iterations=5, channels=16, l_max=2, epochs=40, retrain_epochs=15)
-QUICK = dict(n_initial=6, explore_steps=40, threshold=0.001, max_select=2, max_labels=4,
-             max_iterations=2, channels=4, l_max=1, epochs=2, retrain_epochs=1)
+FULL = {"n_initial": 100, "explore_steps": 2000, "threshold": 0.05, "max_select": 30,
+        "max_labels": 150, "max_iterations": 5, "channels": 16, "l_max": 2, "epochs": 40,
+        "retrain_epochs": 15}
+QUICK = {"n_initial": 6, "explore_steps": 40, "threshold": 0.001, "max_select": 2,
+         "max_labels": 4, "max_iterations": 2, "channels": 4, "l_max": 1, "epochs": 2,
+         "retrain_epochs": 1}
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", default="learn_methane")

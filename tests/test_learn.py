@@ -100,7 +100,7 @@ def test_select_by_spread_and_separation():
 def test_learn_end_to_end_on_cu_with_emt(tmp_path: Path):
     config = _setup(tmp_path, "ase.calculators.emt:EMT")
     done = subprocess.run(_command(config), cwd=tmp_path, env=_env(), capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     assert summary["stage"] == "done"
@@ -122,7 +122,7 @@ def test_learn_end_to_end_on_cu_with_emt(tmp_path: Path):
 def test_kill9_while_labelling_then_resume_loses_and_repeats_nothing(tmp_path: Path):
     log = tmp_path / "labels.log"
     config = _setup(tmp_path, "tests.learn_helpers:SlowEMT",
-                    '{ log = "%s", delay = 1.0 }' % log)
+                    f'{{ log = "{log}", delay = 1.0 }}')
     proc = subprocess.Popen(_command(config), cwd=tmp_path, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -146,7 +146,7 @@ def test_kill9_while_labelling_then_resume_loses_and_repeats_nothing(tmp_path: P
     stored_before = _labels(tmp_path / "out" / "data.h5")
     assert 1 <= len(stored_before) < 3
     done = subprocess.run(_command(config), cwd=tmp_path, env=_env(), capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     labels = _labels(tmp_path / "out" / "data.h5")
     assert sorted(labels) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
@@ -172,7 +172,7 @@ def test_example_active_learning_quick(tmp_path: Path):
     pytest.importorskip("tblite")
     done = subprocess.run([sys.executable, str(ROOT / "examples" / "active_learning.py"),
                            "--quick", "--out", str(tmp_path / "m")], cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "label budget spent (4 of 4)" in done.stdout
     assert "frames above the threshold (0.001 eV/A): 4 of 4" in done.stdout

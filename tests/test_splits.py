@@ -61,7 +61,7 @@ def test_split_by_trajectory_shares_no_trajectory(tmp_path: Path, new_style: boo
         assert record[part], part
         for i in record[part]:
             assert owners.setdefault(ids[i], part) == part  # a trajectory in one part only
-    assert sorted(sum((record[p] for p in ("train", "val", "test")), [])) == list(range(120))
+    assert sorted(i for p in ("train", "val", "test") for i in record[p]) == list(range(120))
     assert len(set(owners)) == 6
 
 
@@ -73,7 +73,7 @@ def test_split_by_block_is_contiguous(tmp_path: Path) -> None:
         ids, frames = trajectory_ids(ds), ds.column("md_frame")
     sizes = [len(parts[p]) for p in ("train", "val", "test")]
     assert sum(sizes) == 80 and all(abs(s - t) <= 4 for s, t in zip(sizes, [56, 12, 12]))
-    for name, rows in parts.items():
+    for rows in parts.values():
         for traj in set(ids[rows]):
             f = np.sort(frames[rows][ids[rows] == traj])
             # whole blocks of 4 consecutive frames: block starts are multiples of 4

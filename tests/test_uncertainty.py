@@ -10,8 +10,7 @@ from ase.build import bulk, molecule
 from ase.calculators.calculator import PropertyNotImplementedError
 from scipy.spatial.transform import Rotation
 
-from tfn_md import TFN, TFNCalculator, load_potential, save_potential
-from tfn_md import keys
+from tfn_md import TFN, TFNCalculator, keys, load_potential, save_potential
 from tfn_md.graph import atoms_to_graph
 from tfn_md.response import compute_response
 from tfn_md.uncertainty import energy_nll, ensemble_response, init_heads_from, spearman

@@ -189,7 +189,7 @@ def calibration_summary(frames: dict[str, np.ndarray], threshold: float | None =
     (eV/A, on the same spread), how many frames it flags and the mean error of the
     flagged frames over that of the rest."""
     spread, error = frames[f"spread_{kind}"], frames[f"error_{kind}"]
-    result = {"kind": kind, "n_frames": int(len(spread)),
+    result = {"kind": kind, "n_frames": len(spread),
               "spearman": spearman(spread, error) if len(spread) > 2 else float("nan"),
               "mean_spread": float(spread.mean()), "mean_error": float(error.mean())}
     if threshold is not None:

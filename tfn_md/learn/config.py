@@ -133,7 +133,7 @@ class LearnConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict, base_dir: Path | None = None) -> "LearnConfig":
+    def from_dict(cls, raw: dict, base_dir: Path | None = None) -> LearnConfig:
         """Build and check; errors name the key, the value and what is allowed."""
         if not isinstance(raw, dict):
             raise ValueError(f"the configuration must be a table of sections, got {raw!r}")

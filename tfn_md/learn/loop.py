@@ -45,8 +45,17 @@ from ase import Atoms, units
 
 from ..atomic import atomic_path, write_text_atomic
 from ..data.reader import H5Dataset
-from ..data.sources import (MD_FRAME, MD_RUN, MD_TEMPERATURE, MD_TRAJECTORY, _rng,
-                            _thermalize, molecule_or_file, sample_xtb, trajectory_id)
+from ..data.sources import (
+    MD_FRAME,
+    MD_RUN,
+    MD_TEMPERATURE,
+    MD_TRAJECTORY,
+    _rng,
+    _thermalize,
+    molecule_or_file,
+    sample_xtb,
+    trajectory_id,
+)
 from ..data.writer import DatasetWriter, write_atoms
 from .config import LearnConfig
 from .reference import label, reference_factory

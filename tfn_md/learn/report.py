@@ -44,12 +44,11 @@ def selected_errors(learner, i: int) -> tuple[np.ndarray, np.ndarray]:
 
 def write_report(learner, state: dict) -> None:
     history = state["history"]
+    header = ("| iteration | labelled frames trained on | valid force MAE (meV/A) | "
+              "test force MAE (meV/A) | frames checked | above threshold | selected |")
     lines = ["# Active learning report", "",
              f"System {learner.name}, reference {learner.method}, output {learner.out}.", "",
-             f"Stopped: {_reason(learner, state)}.", "",
-             "| iteration | labelled frames trained on | valid force MAE (meV/A) | "
-             "test force MAE (meV/A) | frames checked | above threshold | selected |",
-             "|---|---|---|---|---|---|---|"]
+             f"Stopped: {_reason(learner, state)}.", "", header, "|---|---|---|---|---|---|---|"]
     pairs = {}
     for entry in history:
         i = entry["iteration"]
@@ -67,9 +66,10 @@ def write_report(learner, state: dict) -> None:
     if len(predicted) > 2:
         from ..uncertainty import spearman
 
-        lines += ["", f"Selected frames: Spearman correlation of the predicted force spread "
-                  f"with the true force error ({learner.cfg.explore.statistic} over atoms): "
-                  f"{spearman(predicted, true):.2f} ({len(predicted)} frames)."]
+        rho = spearman(predicted, true)
+        lines += ["", (f"Selected frames: Spearman correlation of the predicted force spread "
+                       f"with the true force error ({learner.cfg.explore.statistic} over "
+                       f"atoms): {rho:.2f} ({len(predicted)} frames).")]
     lines += ["", "![report](report.png)", ""]
     write_text_atomic(learner.out / "report.md", "\n".join(lines))
     _plot(learner, history, pairs)

@@ -68,9 +68,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .. import keys
     from ..data.loader import GraphDataset, check_labels, collate_batch
     from ..io import load_potential
-    from .trainer import evaluate_model
-
-    from .trainer import check_species
+    from .trainer import check_species, evaluate_model
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size} is not allowed: an integer >= 1")
