@@ -16,7 +16,8 @@ def add_learn_parser(subparsers) -> None:
         "the last weights;\nuntil nothing passes or the budget is spent. Re-running the same "
         "command resumes\n(also after kill -9) without losing or repeating labels. The "
         "configuration keys are\ndocumented in tfn_md/learn/config.py.",
-        epilog="example:\n  tfn-md --threads 1 learn examples/learn_methane.toml")
+        epilog="examples:\n  tfn-md --threads 1 learn potentials/ethanol-gfn2-learn.toml\n"
+        "  python examples/active_learning.py   (writes and runs learn_methane/learn.toml)")
     p.add_argument("config", help="TOML file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_learn)
