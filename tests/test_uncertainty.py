@@ -186,3 +186,18 @@ def test_calibrate_heads_keeps_the_mean_and_lowers_the_force_nll(tmp_path):
     spread = frame_spreads_and_errors(model, data)
     # calibrated: the mean predicted spread is of the size of the mean error
     assert 0.3 < spread["spread_rms"].mean() / spread["error_rms"].mean() < 3.0
+
+
+def test_compiled_path_returns_the_heads_spread(compiler, tmp_path, monkeypatch):
+    monkeypatch.setenv("TFN_MD_CACHE", str(tmp_path / "cache"))
+    model = _model(heads=4)
+    atoms = _ethanol()
+    eager = TFNCalculator(model, compile=False)
+    fast = TFNCalculator(model, compile=True)
+    e1 = eager.get_potential_energy(atoms)
+    e2 = fast.get_potential_energy(atoms)
+    assert fast.compiled is not None and fast.compiled.n_programs == 1
+    assert e2 == pytest.approx(e1, abs=1e-9)
+    assert fast.results[keys.ENERGY_SPREAD] == pytest.approx(
+        eager.results[keys.ENERGY_SPREAD], abs=1e-9)
+    assert np.allclose(fast.results[keys.FORCES], eager.results[keys.FORCES], atol=1e-8)
