@@ -9,7 +9,16 @@ Results (ASE units and names): ``energy`` = ``free_energy`` (eV), ``energies``
 Voigt xx yy zz yz xz xy; fully periodic cells only) and ``vectors`` (the
 model's per-atom l = 1 readout [n_atoms, 3], read with
 ``atoms.calc.get_property("vectors", atoms)``). Forces and stress come from
-one autograd pass. The calculator keeps its own dtype and device and never
+one autograd pass.
+
+Uncertainty (models with ``energy_heads`` K > 1, a shallow ensemble; see
+:mod:`tfn_md.uncertainty`): ``energy``, ``forces`` and ``stress`` are the ensemble
+means, and ``energy_spread`` (eV, the standard deviation of the K head energies) comes
+with every calculation at no extra cost. ``forces_spread`` (eV/A, per atom
+[n_atoms]: sqrt of the mean over heads of |F_k,i - F_i|^2) needs the K heads' forces, K
+backward passes: it is computed only when asked for,
+``atoms.calc.get_property("forces_spread", atoms)``, and that call runs the eager path
+(several times the cost of a plain call). Single-head models have neither. The calculator keeps its own dtype and device and never
 touches torch's global state. Between calls it reuses its neighbour search while no
 atom has moved more than ``skin / 2`` (a Verlet list, :class:`tfn_md.graph.VerletList`);
 the pairs it passes on are exactly those within the cutoff, so results do not depend
@@ -64,6 +73,8 @@ class TFNCalculator(Calculator):
         keys.FORCES,
         keys.STRESS,
         keys.VECTORS,
+        keys.ENERGY_SPREAD,
+        keys.FORCES_SPREAD,
     ]
     default_parameters: dict = {}
     nolabel = True
@@ -154,12 +165,27 @@ class TFNCalculator(Calculator):
             }
             if periodic:
                 self.results[keys.STRESS] = np.zeros(6)
+            if self.model.config.energy_heads > 1:
+                self.results[keys.ENERGY_SPREAD] = 0.0
+                self.results[keys.FORCES_SPREAD] = np.zeros(0)
             return
+        heads = self.model.config.energy_heads > 1
+        if not heads and (keys.ENERGY_SPREAD in properties or keys.FORCES_SPREAD in properties):
+            raise PropertyNotImplementedError(
+                "energy_spread and forces_spread need a model with several energy heads "
+                "(TFNConfig.energy_heads > 1, a shallow ensemble); this one has one")
         pairs = None if self.neighbours is None else self.neighbours(atoms)
         energy_only = keys.VECTORS not in properties
         species = self._species_of(atoms.numbers)
         out = None
-        if self.compiled is not None and energy_only:
+        if heads and keys.FORCES_SPREAD in properties:  # K backward passes, eager
+            from .uncertainty import ensemble_response
+
+            graph = atoms_to_graph(atoms, self.model.cutoff, self.dtype, self.device, pairs)
+            out = ensemble_response(self.model, graph, stress=periodic, species=species,
+                                    isolated=self._isolated[True])
+            energy_only = True
+        if out is None and self.compiled is not None and energy_only:
             out = self.compiled(atoms.numbers, species, atoms.positions, atoms.cell.array,
                                 pairs, periodic)
         if out is None:
@@ -183,6 +209,14 @@ class TFNCalculator(Calculator):
         }
         if keys.VECTORS in out:
             self.results[keys.VECTORS] = out[keys.VECTORS].detach().cpu().double().numpy()
+        if heads:
+            from .uncertainty import spread_of
+
+            spread = spread_of(out[keys.ENERGY_HEADS].detach().double(), 1)
+            self.results[keys.ENERGY_SPREAD] = float(spread.sum().item())
+        if keys.FORCES_SPREAD in out:
+            self.results[keys.FORCES_SPREAD] = (
+                out[keys.FORCES_SPREAD].detach().cpu().double().numpy())
         if periodic:
             stress = full_3x3_to_voigt(out[keys.STRESS][0])
             self.results[keys.STRESS] = stress.detach().cpu().double().numpy()

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     from .data.cli import add_data_parser
     from .lammps_cli import add_lammps_parser
+    from .learn.cli import add_learn_parser
     from .simulate_cli import add_simulate_parsers
     from .tasks.cli import add_paper_parser
     from .train.cli import add_train_parsers
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parsers(subparsers)
     add_paper_parser(subparsers)
     add_lammps_parser(subparsers)
+    add_learn_parser(subparsers)
     return parser
 
 

@@ -143,7 +143,9 @@ class CompiledResponse:
         out = {keys.ENERGIES: energies[:n], keys.FORCES: forces[:n]}
         out[keys.ENERGY] = out[keys.ENERGIES].sum()[None]
         if stress:
-            out[keys.STRESS] = rest[0]
+            out[keys.STRESS] = rest.pop(0)
+        if rest:  # energy heads (shallow ensemble): per atom [n_pad, K] -> [1, K]
+            out[keys.ENERGY_HEADS] = rest[0][:n].sum(0, keepdim=True)
         return out
 
     @property
@@ -194,7 +196,8 @@ class CompiledResponse:
             out = compute_response(model, graph, forces=True, stress=stress,
                                    energy_only=True, species=species, isolated=isolated)
             result = (out[keys.ENERGIES], out[keys.FORCES])
-            return result + (out[keys.STRESS],) if stress else result
+            result += (out[keys.STRESS],) if stress else ()
+            return result + ((out[keys.ENERGIES_HEADS],) if keys.ENERGIES_HEADS in out else ())
 
         return response
 

@@ -58,6 +58,8 @@ class TFNConfig:
       (the paper's gravity and inertia tasks have exactly linear solutions).
     zbl: add the ZBL screened nuclear repulsion inside covalent distances (a prior
       against atomic collapse; see :mod:`tfn_md.nn.repulsion`).
+    energy_heads: K energy readouts on the shared features (a shallow ensemble,
+      :mod:`tfn_md.uncertainty`); the energy is their mean, their spread the uncertainty.
     """
 
     species: list[str]
@@ -76,13 +78,15 @@ class TFNConfig:
     zbl: bool = False
     n_scalar_inputs: int = 0
     last_nonlinearity: bool = True
+    energy_heads: int = 1
 
     def __post_init__(self):
         from .validation import check_bool, check_int, check_real, check_species
 
         self.species = check_species("species", self.species)
         for name, low in (("channels", 1), ("layers", 1), ("n_basis", 1), ("radial_hidden", 1),
-                          ("envelope_p", 1), ("readout_l_max", 0), ("n_scalar_inputs", 0)):
+                          ("envelope_p", 1), ("readout_l_max", 0), ("n_scalar_inputs", 0),
+                          ("energy_heads", 1)):
             check_int(name, getattr(self, name), low)
         check_int("l_max", self.l_max, 0, 8)
         if self.cutoff is not None:
@@ -138,7 +142,7 @@ class TFN(nn.Module):
             self.nonlinearities.append(nn.Identity() if linear else NormNonlinearity(c, l_out))
             l_in = l_out
         self.l_last = l_in
-        self.energy_readout = nn.Linear(c, 1, bias=False)
+        self.energy_readout = nn.Linear(c, cfg.energy_heads, bias=False)  # K heads
         self.vector_readout = nn.Linear(c, 1, bias=False) if self.l_last >= 1 else None
         self.tensor_readout = nn.Linear(c, 2, bias=False) if self.l_last >= 2 else None
         self.register_buffer("scale", torch.tensor(1.0))
@@ -294,24 +298,30 @@ class TFN(nn.Module):
         for conv in self.convolutions:
             conv.set_table(None)
 
-    def _atom_energies(self, x: Tensor, species: Tensor, edges: Edges,
-                       isolated: Tensor) -> Tensor:
-        """E_i [n] from the last features x [n, c, D] of the first n atoms of ``species``
-        (measured from the isolated atom's features ``isolated``, per species [S, c, D] or
-        per atom [n, c, D]), plus the ZBL pair energies of ``edges`` (centres among the n
-        atoms) where the model has them."""
+    def _head_energies(self, x: Tensor, species: Tensor, edges: Edges, isolated: Tensor,
+                       per_species: bool = True) -> Tensor:
+        """E_i of each energy head [n, K] from the last features x [n, c, D] of the first n
+        atoms of ``species`` (measured from the isolated atom's features ``isolated``, per
+        species [S, c, D] if ``per_species`` and the model has no scalar inputs, else per
+        atom [n, c, D]), plus the ZBL pair energies of ``edges`` (centres among the n
+        atoms) where the model has them, the same for every head."""
         all_species, species = species, species[: x.shape[0]]
-        if not self.config.n_scalar_inputs:
+        if per_species and not self.config.n_scalar_inputs:
             isolated = isolated[species]
         # energy relative to the same atom without neighbours: a lone atom has shift + E0
-        e_atom = self.energy_readout(x[..., 0] - isolated[..., 0]).squeeze(-1)  # [n]
-        energies = self.scale * e_atom + self.shift + self.e0[species]  # [n]
+        e_atom = self.energy_readout(x[..., 0] - isolated[..., 0])  # [n, K]
+        heads = self.scale * e_atom + (self.shift + self.e0[species])[:, None]  # [n, K]
         if self.config.zbl:
             i, j = edges.index
             z = self.species_z
             pair = zbl_pair_energy(z[all_species[i]], z[all_species[j]], edges.length)  # [E]
-            energies = energies.index_add(0, i, pair)
-        return energies
+            heads = heads.index_add(0, i, pair[:, None].expand(-1, heads.shape[1]))
+        return heads
+
+    def _atom_energies(self, x: Tensor, species: Tensor, edges: Edges,
+                       isolated: Tensor) -> Tensor:
+        """E_i [n]: the mean of :meth:`_head_energies` (the one head if K = 1)."""
+        return self._head_energies(x, species, edges, isolated).mean(-1)
 
     def local_energies(self, species: Tensor, vectors: Tensor, field: ReceptiveField,
                        isolated: Tensor | None = None) -> Tensor:
@@ -344,9 +354,17 @@ class TFN(nn.Module):
         x, species, edges = self.features(graph, energy_only, species)
         if isolated is None:
             isolated = self.isolated_features(energy_only, graph)
-        energies = self._atom_energies(x, species, edges, isolated)
+        if not self.config.n_scalar_inputs:
+            isolated = isolated[species]
+        heads = self._head_energies(x, species, edges, isolated, per_species=False)  # [n, K]
+        energies = heads.mean(-1)  # [n]: the ensemble mean (the one head if K = 1)
         energy = energies.new_zeros(graph.n_graphs).index_add_(0, graph.batch, energies)
         out = {keys.ENERGIES: energies, keys.ENERGY: energy}
+        if self.config.energy_heads > 1:  # per head [n, K], [n_graphs, K]; readout input [n, c]
+            out[keys.READOUT_INPUTS] = x[..., 0] - isolated[..., 0]
+            out[keys.ENERGIES_HEADS] = heads
+            out[keys.ENERGY_HEADS] = heads.new_zeros(graph.n_graphs, heads.shape[1]).index_add_(
+                0, graph.batch, heads)
         if energy_only:
             return out
         if self.vector_readout is not None:

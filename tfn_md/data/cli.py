@@ -286,12 +286,9 @@ def _cmd_split(args: argparse.Namespace) -> int:
             sizes = split_sizes(len(ds), args.train, args.val, args.test)
         except ValueError as err:
             return _fail(str(err))
-        order = np.random.default_rng(args.seed).permutation(len(ds))
-        bounds = np.cumsum([0, *sizes])
-        parts = {
-            name: np.sort(order[bounds[k] : bounds[k + 1]])
-            for k, name in enumerate(("train", "val", "test"))
-        }
+        from tfn_md.data.splits import split_indices
+
+        parts = split_indices(ds, sizes, args.seed, by=args.by, block=args.block)
         extra = [f for f in ds.fields.values() if f.optional]
         for name, indices in parts.items():
             out = Path(f"{prefix}_{name}.h5")
@@ -312,6 +309,8 @@ def _cmd_split(args: argparse.Namespace) -> int:
         record = {
             "source": str(source),
             "seed": args.seed,
+            "by": args.by,
+            **({"block": args.block} if args.block is not None else {}),
             **{name: idx.tolist() for name, idx in parts.items()},
         }
         write_text_atomic(Path(f"{prefix}_split.json"), json.dumps(record, indent=1) + "\n")
@@ -447,10 +446,16 @@ def add_data_parser(subparsers: Any) -> None:
             "and PREFIX_test.h5 (each written to a temporary file, then renamed) and\n"
             "PREFIX_split.json with the source indices. Amounts with a decimal point are\n"
             "fractions, integers are counts; fractions summing to 1 use every structure.\n"
-            "A part of size 0 writes no file."
+            "A part of size 0 writes no file.\n\n"
+            "--by random draws frames at random: on MD data, frames a few fs apart are\n"
+            "near-duplicates and such a test set flatters the model. --by trajectory puts\n"
+            "whole trajectories (md_trajectory, or md_run + md_temperature, as written by\n"
+            "`tfn-md data sample`) into one part; --by block cuts each trajectory in time\n"
+            "order into blocks of --block frames and puts whole blocks into one part. Both\n"
+            "meet the asked sizes up to one trajectory or block."
         ),
         epilog="example:\n  tfn-md data split qm9.h5 --train 0.8 --val 0.1 --test 0.1 "
-        "--seed 1 -o qm9",
+        "--seed 1 -o qm9\n  tfn-md data split ethanol.h5 --by block --block 50 -o ethanol",
         formatter_class=_FORMATTER,
     )
     p.add_argument("file", help="dataset file to split")
@@ -459,4 +464,10 @@ def add_data_parser(subparsers: Any) -> None:
     p.add_argument("--test", type=_amount, default=0.1, help="fraction or count (0.1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument("-o", "--output", help="output prefix (default: FILE without .h5)")
+    p.add_argument("--by", choices=("random", "trajectory", "block"), default="random",
+                   help="unit of the split: frames at random (default), whole trajectories, "
+                   "or contiguous time blocks of each trajectory")
+    p.add_argument("--block", type=int, default=None,
+                   help="frames per block for --by block (default: a tenth of the shortest "
+                   "trajectory)")
     p.set_defaults(func=_cmd_split)

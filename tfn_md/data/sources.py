@@ -8,6 +8,7 @@ sampler writes through a ``DatasetWriter`` itself, one commit per structure.
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -265,6 +266,7 @@ XTB_PROPERTIES: Final[tuple[str, ...]] = (ENERGY, FORCES, DIPOLE, "charges", STR
 MD_RUN: Final[str] = "md_run"  # JSON of the run settings, identifies a run for resuming
 MD_TEMPERATURE: Final[str] = "md_temperature"  # K
 MD_FRAME: Final[str] = "md_frame"  # 0, 1, ... within (run, temperature)
+MD_TRAJECTORY: Final[str] = "md_trajectory"  # one id per (run, temperature): see trajectory_id
 MD_UNITS: Final[dict[str, str]] = {MD_TEMPERATURE: "K"}
 
 
@@ -303,6 +305,15 @@ def _langevin(
             rng=rng,
         )
         dyn.run(steps)
+
+
+def trajectory_id(run: str, temperature: float) -> str:
+    """The id of the trajectory of run ``run`` (JSON of its settings) at ``temperature`` K:
+    ``"<source>/seed<seed>/<T>K/<hash>"``, the hash (8 hex digits of SHA-256) covering
+    every setting, so two runs that differ in any setting never share an id."""
+    settings = json.loads(run)
+    digest = hashlib.sha256(f"{run}|{float(temperature)!r}".encode()).hexdigest()[:8]
+    return f"{settings.get('source', '?')}/seed{settings.get('seed', '?')}/{temperature:g}K/{digest}"
 
 
 def _rng(seed: int, temperature: float, *stream: int) -> np.random.Generator:
@@ -353,8 +364,8 @@ def sample_xtb(
     ``interval`` more steps of ``timestep`` fs (friction in 1/fs). Each frame
     stores energy (eV), forces [n, 3] (eV/A), dipole [3] (e*A), Mulliken
     charges [n] (e), stress [6] (eV/A^3, periodic only), momenta [n, 3] and
-    info ``md_run`` (JSON of the settings), ``md_temperature``, ``md_frame``.
-    The labels come from a fresh calculator at the stored geometry.
+    info ``md_run`` (JSON of the settings), ``md_temperature``, ``md_frame`` and
+    ``md_trajectory`` (:func:`trajectory_id`, for splits by trajectory). The labels come from a fresh calculator at the stored geometry.
 
     Random streams derive from (seed, T, frame): the same settings give the
     same data, and re-running on the same ``output`` resumes each temperature
@@ -414,7 +425,8 @@ def sample_xtb(
                     k: state.calc.results[k] for k in XTB_PROPERTIES if k in state.calc.results
                 }
                 record = state.copy()
-                record.info = {MD_RUN: run, MD_TEMPERATURE: temperature, MD_FRAME: frame}
+                record.info = {MD_RUN: run, MD_TEMPERATURE: temperature, MD_FRAME: frame,
+                               MD_TRAJECTORY: trajectory_id(run, temperature)}
                 record.calc = SinglePointCalculator(record, **results)
                 writer.append(record)
                 written += 1

@@ -22,7 +22,9 @@ def add_train_parsers(subparsers) -> None:
         "eval", help="errors of a potential on a dataset",
         description="Energy (per atom and per structure), force and stress MAE/RMSE of a "
         "checkpoint on a dataset file, evaluated as TFNCalculator runs it (tabulated radial "
-        "functions; --exact for the MLPs).")
+        "functions; --exact for the MLPs); per temperature when the file records several "
+        "(md_temperature); for models with energy heads, how well the per-frame force spread "
+        "ranks the per-frame force error (Spearman) and, with --threshold, the frames it flags.")
     e.add_argument("checkpoint", help="checkpoint path or shipped potential name")
     e.add_argument("data", type=Path, help="dataset HDF5 file")
     e.add_argument("--batch-size", type=int, default=16)
@@ -31,6 +33,13 @@ def add_train_parsers(subparsers) -> None:
     e.add_argument("--exact", action="store_true",
                    help="evaluate the radial MLPs, not the tabulated radial functions that "
                    "TFNCalculator uses by default")
+    e.add_argument("--per-temperature", action="store_true",
+                   help="also report per temperature when the file holds only one (it is "
+                   "reported whenever the file's md_temperature takes several values)")
+    e.add_argument("--threshold", type=float, default=None, metavar="EV_PER_A",
+                   help="models with energy heads: count the frames whose force spread "
+                   "(RMS over atoms, eV/A) exceeds this and compare their mean force error "
+                   "with the rest's")
     e.set_defaults(func=_eval)
 
 
@@ -59,9 +68,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .. import keys
     from ..data.loader import GraphDataset, check_labels, collate_batch
     from ..io import load_potential
-    from .trainer import evaluate_model
-
-    from .trainer import check_species
+    from .trainer import check_species, evaluate_model
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size} is not allowed: an integer >= 1")
@@ -80,6 +87,25 @@ def _eval(args: argparse.Namespace) -> int:
                                          collate_fn=collate_batch)
     metrics = evaluate_model(model, loader, args.device)
     metrics["n_structures"] = len(data)
+    groups = temperature_groups(data.h5, data.indices)
+    if len(groups) > 1 or (groups and args.per_temperature):
+        metrics["per_temperature"] = {}
+        for temperature, rows in groups.items():
+            part = GraphDataset(args.data, model.cutoff, indices=rows)
+            part_loader = torch.utils.data.DataLoader(part, batch_size=args.batch_size,
+                                                      collate_fn=collate_batch)
+            m = evaluate_model(model, part_loader, args.device)
+            m["n_structures"] = len(rows)
+            metrics["per_temperature"][f"{temperature:g}"] = m
+    if model.config.energy_heads > 1 and keys.FORCES in data.h5.fields:
+        from ..uncertainty import calibration_summary, frame_spreads_and_errors
+
+        frames = frame_spreads_and_errors(model, data, args.batch_size)
+        position = {int(k): p for p, k in enumerate(data.indices)}
+        metrics["uncertainty"] = {"all": calibration_summary(frames, args.threshold)}
+        for temperature, rows in groups.items() if len(groups) > 1 else ():
+            sub = {k: v[[position[int(r)] for r in rows]] for k, v in frames.items()}
+            metrics["uncertainty"][f"{temperature:g}"] = calibration_summary(sub, args.threshold)
     if args.json:
         print(json.dumps(metrics, indent=1))
         return 0
@@ -91,4 +117,40 @@ def _eval(args: argparse.Namespace) -> int:
         if f"{name}_mae" in metrics:
             print(f"| {name} | {1000 * metrics[f'{name}_mae']:.3f} | "
                   f"{1000 * metrics[f'{name}_rmse']:.3f} | {unit} |")
+    if "per_temperature" in metrics:
+        print("\nper temperature (md_temperature), MAE (RMSE):")
+        shown = [(n, u) for n, u in units.items() if f"{n}_mae" in metrics]
+        print("| T (K) | structures | " + " | ".join(f"{n} ({u})" for n, u in shown) + " |")
+        print("|---|---|" + "---|" * len(shown))
+        for temperature, m in metrics["per_temperature"].items():
+            cells = [f"{1000 * m[f'{n}_mae']:.3f} ({1000 * m[f'{n}_rmse']:.3f})"
+                     if f"{n}_mae" in m else "-" for n, _ in shown]
+            print(f"| {temperature} | {m['n_structures']} | " + " | ".join(cells) + " |")
+    if "uncertainty" in metrics:
+        print(f"\nuncertainty ({model.config.energy_heads} energy heads): per-frame force "
+              "spread (RMS over atoms) against per-frame force error (RMS over atoms)")
+        flag = args.threshold is not None
+        print("| frames | Spearman | mean spread (meV/A) | mean error (meV/A) |"
+              + (f" flagged (> {1000 * args.threshold:g} meV/A) | their mean error / the "
+                 "rest's |" if flag else ""))
+        print("|---|---|---|---|" + ("---|---|" if flag else ""))
+        for name, u in metrics["uncertainty"].items():
+            row = (f"| {name} ({u['n_frames']}) | {u['spearman']:.3f} | "
+                   f"{1000 * u['mean_spread']:.2f} | {1000 * u['mean_error']:.2f} |")
+            if flag:
+                ratio = f"{u['error_ratio']:.2f}" if "error_ratio" in u else "-"
+                row += f" {u['flagged']} | {ratio} |"
+            print(row)
     return 0
+
+
+def temperature_groups(h5, indices) -> dict:
+    """{temperature (K): the rows of ``indices`` sampled at it}, from the ``md_temperature``
+    info of the file (``tfn-md data sample``, ``tfn-md learn``); empty if it has none."""
+    import numpy as np
+
+    if "md_temperature" not in h5.fields:
+        return {}
+    indices = np.asarray(indices)
+    temps, has = h5.column("md_temperature")[indices], h5.mask("md_temperature")[indices]
+    return {float(t): indices[has & (temps == t)] for t in np.unique(temps[has])}

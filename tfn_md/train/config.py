@@ -25,7 +25,10 @@
     ema_decay = 0.99
     early_stop = 30
 
+    energy_nll = 0.0              # spread of the energy heads (model.energy_heads > 1)
+
     [run]
+    init = ""                     # start from a checkpoint's weights (fine-tuning)
     out = "runs/ethanol"
     seed = 0
     dtype = "float64"
@@ -59,6 +62,7 @@ class LossSection:
     forces: float = 10.0
     stress: float = 0.0
     vectors: dict[str, float] = field(default_factory=dict)
+    energy_nll: float = 0.0  # Gaussian NLL of the heads' spread (model.energy_heads > 1)
 
 
 @dataclass
@@ -82,6 +86,7 @@ class RunSection:
     dtype: str = "float64"
     device: str = "cpu"
     plots: bool = True
+    init: str = ""  # start from these weights (checkpoint path or shipped name), not at random
 
 
 @dataclass
@@ -131,6 +136,12 @@ class TrainConfig:
                 value = getattr(cfg.data, key)
                 if value and not Path(value).is_absolute():
                     setattr(cfg.data, key, str(base_dir / value))
+            init = cfg.run.init  # a path relative to the file, or a shipped potential's name
+            if init and not Path(init).is_absolute() and (base_dir / init).exists():
+                cfg.run.init = str(base_dir / init)
+        if cfg.loss.energy_nll > 0 and int(cfg.model.get("energy_heads", 1)) < 2:
+            raise ValueError(f"loss.energy_nll = {cfg.loss.energy_nll} needs model.energy_heads "
+                             ">= 2 (the spread of the heads is what it trains)")
         return cfg
 
 
@@ -182,14 +193,14 @@ _CHECKS = {
     "data": {"train": _text, "valid": _text, "test": _text, "valid_fraction": _fraction(True),
              "batch_size": _int(1), "num_workers": _int(0)},
     "loss": {"energy": _real(0.0), "forces": _real(0.0), "stress": _real(0.0),
-             "vectors": _weights},
+             "vectors": _weights, "energy_nll": _real(0.0)},
     "optim": {"lr": _real(0.0, strict=True), "weight_decay": _real(0.0), "epochs": _int(1),
               "schedule": _choice("plateau", "cosine"), "patience": _int(0),
               "factor": _real(0.0, strict=True, maximum=1.0), "min_lr": _real(0.0),
               "ema_decay": _fraction(True), "early_stop": _int(1),
               "grad_clip": _real(0.0, strict=True)},
     "run": {"out": _text, "seed": _int(0), "dtype": _choice("float32", "float64"),
-            "device": _device, "plots": check_bool},
+            "device": _device, "plots": check_bool, "init": _text},
 }
 
 

@@ -87,6 +87,10 @@ def batch_loss(model, graph, targets, weights, training=True, global_counts=None
         r = residuals(term, out, targets, graph)  # [k, components]
         total = r.shape[0] if global_counts is None else global_counts[term.name]
         loss = loss + term.weight * (r**2).sum() / term.components / max(float(total), 1.0)
+    if getattr(weights, "energy_nll", 0.0) > 0 and keys.ENERGY in targets:
+        from ..uncertainty import energy_nll
+
+        loss = loss + weights.energy_nll * energy_nll(model, out, targets, graph)
     return loss, out
 
 
@@ -159,6 +163,29 @@ def check_species(species: list[str], h5: H5Dataset, key: str = "model.species")
         )
 
 
+def _initial_model(init: str, model_section: dict, species: list[str]) -> TFN:
+    """The model of checkpoint ``init`` (a path or shipped name) with its weights, E0 and
+    scale, to continue training from; [model] keys may change ``energy_heads`` only (new
+    heads start at the stored readout, :func:`tfn_md.uncertainty.init_heads_from`)."""
+    from ..io import resolve_potential
+    from ..uncertainty import init_heads_from
+
+    ckpt = read_checkpoint(resolve_potential(init))
+    stored = json.loads(ckpt["config"])
+    changed = {k: (stored.get(k), v) for k, v in model_section.items()
+               if k != "energy_heads" and stored.get(k) != v}
+    if changed:
+        raise ValueError(f"run.init = {init!r}: [model] keys differ from its architecture "
+                         f"(stored, given): {changed}; only energy_heads may change")
+    if set(species) - set(stored["species"]):
+        raise ValueError(f"run.init = {init!r} knows species {stored['species']}, the data "
+                         f"has {species}")
+    config = {**stored, **{k: v for k, v in model_section.items() if k == "energy_heads"}}
+    model = TFN(**config)
+    init_heads_from(model, ckpt["state_dict"], torch.Generator().manual_seed(0))
+    return model
+
+
 class Trainer:
     """Runs one training configuration; see the module docstring."""
 
@@ -198,6 +225,9 @@ class Trainer:
                                           f"{sorted(missing)}); --resume needs tfn-md train's "
                                           "last.pt")
                 self.model = model_from_checkpoint(state, last)
+            elif cfg.run.init:
+                state = None
+                self.model = _initial_model(cfg.run.init, cfg.model, model_kwargs["species"])
             else:
                 state = None
                 stats = dataset_statistics(h5, train_idx, model_kwargs["species"], cutoff)

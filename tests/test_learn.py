@@ -1,0 +1,179 @@
+"""``tfn-md learn`` (issue 12c): the loop end to end on Cu with ASE's EMT as the reference,
+and a kill -9 in the middle of labelling, then a resume, losing and repeating no label."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from tfn_md.data import H5Dataset
+from tfn_md.learn.loop import select
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG = """
+[system]
+structure = "cu8.xyz"
+[reference]
+calculator = "{calculator}"
+kwargs = {kwargs}
+[initial]
+temperatures = [300.0, 900.0]
+n = 5
+interval = 5
+equilibration = 10
+timestep = 2.0
+[explore]
+temperatures = [600.0, 1200.0]
+steps = 30
+interval = 5
+timestep = 2.0
+threshold = 0.001
+stop = 100.0
+max_select = 3
+min_separation = 10
+[budget]
+max_labels = 6
+max_iterations = 3
+[model]
+channels = 8
+l_max = 1
+layers = 1
+cutoff = 3.6
+radial_hidden = 16
+energy_heads = 4
+[optim]
+lr = 5e-3
+epochs = 2
+retrain_epochs = 1
+[run]
+out = "out"
+dtype = "float64"
+"""
+
+
+def _setup(tmp_path: Path, calculator: str, kwargs: str = "{}") -> Path:
+    ase.io.write(tmp_path / "cu8.xyz", bulk("Cu", cubic=True) * (2, 1, 1))
+    path = tmp_path / "learn.toml"
+    path.write_text(CONFIG.format(calculator=calculator, kwargs=kwargs))
+    return path
+
+
+def _command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "tfn_md.cli", "--threads", "1", "learn", str(config),
+            "--quiet"]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+            "TFN_MD_COMPILE": "0"}
+
+
+def _labels(data: Path) -> list[tuple[int, int]]:
+    with H5Dataset(data) as ds:
+        mask = ds.mask("al_iteration")
+        return list(zip(ds.column("al_iteration")[mask].tolist(),
+                        ds.column("al_index")[mask].tolist()))
+
+
+def test_select_by_spread_and_separation():
+    spreads = np.array([0.5, 0.9, 0.8, 0.1, 0.7])
+    trajs = np.array(["a", "a", "a", "b", "b"])
+    steps = np.array([0, 10, 50, 100, 0])
+    # 0.9 (a, 10); 0.8 (a, 50) is 40 steps away; 0.7 (b, 0); 0.5 (a, 0) is too close; 0.1 (b, 100)
+    assert select(spreads, trajs, steps, limit=10, min_separation=20) == [1, 2, 4, 3]
+    assert select(spreads, trajs, steps, limit=2, min_separation=20) == [1, 2]
+
+
+@pytest.mark.slow  # about a minute; the kill -9 test below also runs the loop to its end
+def test_learn_end_to_end_on_cu_with_emt(tmp_path: Path):
+    config = _setup(tmp_path, "ase.calculators.emt:EMT")
+    done = subprocess.run(_command(config), cwd=tmp_path, env=_env(), capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["stage"] == "done"
+    out = tmp_path / "out"
+    for name in ("final.pt", "report.md", "report.png", "data.h5", "state.json"):
+        assert (out / name).is_file(), name
+    labels = _labels(out / "data.h5")
+    assert len(labels) == 6 and len(set(labels)) == 6  # the budget, no repeats
+    with H5Dataset(out / "data.h5") as ds:
+        assert len(ds) == 10 + 6  # initial 2 x 5 frames + 6 labels
+        assert ds.mask("md_trajectory").all() and ds.mask("md_temperature").all()
+    report = (out / "report.md").read_text()
+    assert "label budget spent (6 of 6)" in report
+    history = summary["history"]
+    assert [h["selected"] for h in history[:2]] == [3, 3]
+    assert history[-1]["n_data"] == 16
+
+
+def test_kill9_while_labelling_then_resume_loses_and_repeats_nothing(tmp_path: Path):
+    log = tmp_path / "labels.log"
+    config = _setup(tmp_path, "tests.learn_helpers:SlowEMT",
+                    f'{{ log = "{log}", delay = 1.0 }}')
+    proc = subprocess.Popen(_command(config), cwd=tmp_path, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline:  # wait for the first finished label
+            if log.exists() and log.read_text().count("\n") >= 1:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"learn ended before labelling: {proc.stderr.read()[-3000:]}")
+            time.sleep(0.05)
+        else:
+            pytest.fail("no label within 400 s")
+        time.sleep(0.5)  # inside the next label's computation (1 s each)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    state = json.loads((tmp_path / "out" / "state.json").read_text())
+    assert state["stage"] == "label"  # killed while labelling
+    stored_before = _labels(tmp_path / "out" / "data.h5")
+    assert 1 <= len(stored_before) < 3
+    done = subprocess.run(_command(config), cwd=tmp_path, env=_env(), capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    labels = _labels(tmp_path / "out" / "data.h5")
+    assert sorted(labels) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert set(stored_before) <= set(labels)
+    computed = [tuple(line.split()) for line in log.read_text().splitlines()]
+    keys = [(int(a), int(b)) for a, b, _ in computed]
+    assert sorted(keys) == sorted(labels)  # every label computed exactly once
+    # the stored labels are those of the stored positions, as EMT gives them
+    from ase.calculators.emt import EMT
+
+    hashes = {(int(a), int(b)): h for a, b, h in computed}
+    with H5Dataset(tmp_path / "out" / "data.h5") as ds:
+        for k in np.flatnonzero(ds.mask("al_iteration")):
+            atoms = ds[int(k)]
+            key = (atoms.info["al_iteration"], atoms.info["al_index"])
+            assert hashlib.sha256(atoms.positions.tobytes()).hexdigest()[:16] == hashes[key]
+            forces = atoms.get_forces()
+            atoms.calc = EMT()
+            assert np.allclose(atoms.get_forces(), forces, atol=1e-12)
+
+
+def test_example_active_learning_quick(tmp_path: Path):
+    pytest.importorskip("tblite")
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "active_learning.py"),
+                           "--quick", "--out", str(tmp_path / "m")], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "label budget spent (4 of 4)" in done.stdout
+    assert "frames above the threshold (0.001 eV/A): 4 of 4" in done.stdout
+    assert (tmp_path / "m" / "run" / "report.png").is_file()

@@ -1,0 +1,243 @@
+"""The configuration of ``tfn-md learn``: a TOML file of typed sections.
+
+    [system]
+    molecule = "CH3CH2OH"        # ase.build.molecule name, or
+    # structure = "POSCAR"       # any file ase.io reads (its last frame)
+
+    [reference]                  # who labels: GFN2-xTB (tblite), or any ASE calculator
+    method = "GFN2-xTB"          # tblite method, or
+    # calculator = "ase.calculators.emt:EMT"    # module:Class
+    # kwargs = { }                              # keyword arguments of the class
+
+    [initial]                    # reference Langevin MD before the first training
+    data = ""                    # optional: a labelled dataset file to start from (copied)
+    temperatures = [300, 600]    # K
+    n = 50                       # frames per temperature (0: only the data file)
+    interval = 20                # MD steps between frames
+    timestep = 0.5               # fs
+    friction = 0.01              # 1/fs
+    equilibration = 100          # steps
+
+    [explore]                    # MD driven by the potential itself
+    temperatures = [300, 600, 900]
+    runs = 1                     # trajectories per temperature and iteration
+    steps = 2000                 # steps per trajectory
+    interval = 20                # steps between uncertainty checks
+    timestep = 0.5
+    friction = 0.01
+    threshold = 0.1              # eV/A: a frame whose force spread exceeds it is a candidate
+    statistic = "rms"            # a frame's force spread: "rms" over atoms of the per-atom
+                                 # spread, or "max" (the largest per-atom spread)
+    stop = 1.0                   # eV/A: a trajectory ends when a frame exceeds it
+    max_select = 20              # labels per iteration
+    min_separation = 100         # steps between two selected frames of one trajectory
+
+    [budget]
+    max_labels = 500             # labels after the initial sampling, in all
+    max_iterations = 10
+
+    [model] [loss] [optim]       # as in tfn-md train; model.energy_heads >= 2 (default 8)
+    retrain_epochs = 20          # in [optim]: epochs of each retraining from the last weights
+
+    [run]
+    out = "learn/ethanol"        # everything goes here (data.h5, iterations, report)
+    seed = 0
+    dtype = "float32"
+    device = "cpu"
+    test = ""                    # optional dataset file scored after every training
+    init = ""                    # optional: weights (checkpoint or shipped name) that the
+                                 # first training starts from
+
+Paths are relative to the configuration file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from ..validation import check_int, check_real
+
+__all__ = ["LearnConfig", "load_learn_config"]
+
+
+@dataclass
+class SystemSection:
+    molecule: str = ""
+    structure: str = ""
+
+
+@dataclass
+class ReferenceSection:
+    method: str = ""
+    calculator: str = ""
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class InitialSection:
+    data: str = ""
+    temperatures: list = field(default_factory=lambda: [300.0])
+    n: int = 50
+    interval: int = 20
+    timestep: float = 0.5
+    friction: float = 0.01
+    equilibration: int = 100
+
+
+@dataclass
+class ExploreSection:
+    temperatures: list = field(default_factory=lambda: [300.0])
+    runs: int = 1
+    steps: int = 2000
+    interval: int = 20
+    timestep: float = 0.5
+    friction: float = 0.01
+    threshold: float = 0.1
+    statistic: str = "rms"
+    stop: float = 1.0
+    max_select: int = 20
+    min_separation: int = 100
+
+
+@dataclass
+class BudgetSection:
+    max_labels: int = 500
+    max_iterations: int = 10
+
+
+@dataclass
+class RunSection:
+    out: str = "learn"
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
+    test: str = ""
+    init: str = ""
+
+
+@dataclass
+class LearnConfig:
+    system: SystemSection = field(default_factory=SystemSection)
+    reference: ReferenceSection = field(default_factory=ReferenceSection)
+    initial: InitialSection = field(default_factory=InitialSection)
+    explore: ExploreSection = field(default_factory=ExploreSection)
+    budget: BudgetSection = field(default_factory=BudgetSection)
+    model: dict = field(default_factory=dict)
+    loss: dict = field(default_factory=dict)
+    optim: dict = field(default_factory=dict)
+    run: RunSection = field(default_factory=RunSection)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict, base_dir: Path | None = None) -> LearnConfig:
+        """Build and check; errors name the key, the value and what is allowed."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"the configuration must be a table of sections, got {raw!r}")
+        sections = {f.name: f for f in fields(cls)}
+        unknown = set(raw) - set(sections)
+        if unknown:
+            raise ValueError(f"unknown sections {sorted(unknown)}; known: {sorted(sections)}")
+        kwargs = {}
+        for name, f in sections.items():
+            value = raw.get(name, {})
+            if not isinstance(value, dict):
+                raise ValueError(f"[{name}] must be a table of keys, got {value!r}")
+            if name in ("model", "loss", "optim"):
+                kwargs[name] = dict(value)
+                continue
+            kind = f.default_factory().__class__
+            known = {x.name for x in fields(kind)}
+            bad = set(value) - known
+            if bad:
+                raise ValueError(f"unknown keys {sorted(bad)} in [{name}]; known: {sorted(known)}")
+            kwargs[name] = kind(**value)
+        cfg = cls(**kwargs)
+        cfg._check()
+        if base_dir is not None:
+            for section, key in (("system", "structure"), ("run", "out"), ("run", "test"),
+                                 ("initial", "data"), ("run", "init")):
+                obj = getattr(cfg, section)
+                value = getattr(obj, key)
+                if value and not Path(value).is_absolute():
+                    if key != "init" or (base_dir / value).exists():  # init: or a name
+                        setattr(obj, key, str(base_dir / value))
+        return cfg
+
+    def _check(self) -> None:
+        s, r = self.system, self.reference
+        if bool(s.molecule) == bool(s.structure):
+            raise ValueError("[system]: give exactly one of molecule (an ase.build.molecule "
+                             "name) and structure (a file)")
+        if bool(r.method) == bool(r.calculator):
+            raise ValueError("[reference]: give exactly one of method (a tblite method, e.g. "
+                             "'GFN2-xTB') and calculator ('module:Class' of an ASE calculator)")
+        if r.calculator and ":" not in r.calculator:
+            raise ValueError(f"reference.calculator = {r.calculator!r} is not allowed: "
+                             "'module:Class', e.g. 'ase.calculators.emt:EMT'")
+        if not isinstance(r.kwargs, dict):
+            raise ValueError(f"reference.kwargs = {r.kwargs!r} is not allowed: a table")
+        for sec_name in ("initial", "explore"):
+            sec = getattr(self, sec_name)
+            temps = sec.temperatures
+            if not isinstance(temps, list) or not temps:
+                raise ValueError(f"{sec_name}.temperatures = {temps!r} is not allowed: "
+                                 "a non-empty list of temperatures in K")
+            sec.temperatures = [check_real(f"{sec_name}.temperatures[{k}]", t, 0.0,
+                                           strict=True, unit="K") for k, t in enumerate(temps)]
+            check_real(f"{sec_name}.timestep", sec.timestep, 0.0, strict=True, unit="fs")
+            check_real(f"{sec_name}.friction", sec.friction, 0.0)
+            check_int(f"{sec_name}.interval", sec.interval, 1)
+        check_int("initial.n", self.initial.n, 0 if self.initial.data else 2)
+        check_int("initial.equilibration", self.initial.equilibration, 0)
+        e = self.explore
+        for key, low in (("runs", 1), ("steps", 1), ("max_select", 1), ("min_separation", 0)):
+            check_int(f"explore.{key}", getattr(e, key), low)
+        check_real("explore.threshold", e.threshold, 0.0, strict=True, unit="eV/A")
+        if e.statistic not in ("rms", "max"):
+            raise ValueError(f"explore.statistic = {e.statistic!r} is not allowed: 'rms' or "
+                             "'max'")
+        check_real("explore.stop", e.stop, e.threshold, strict=True, unit="eV/A")
+        check_int("budget.max_labels", self.budget.max_labels, 0)
+        check_int("budget.max_iterations", self.budget.max_iterations, 1)
+        check_int("run.seed", self.run.seed, 0)
+        if self.run.dtype not in ("float32", "float64"):
+            raise ValueError(f"run.dtype = {self.run.dtype!r} is not allowed: float32, float64")
+        self.model.setdefault("energy_heads", 8)
+        if int(self.model["energy_heads"]) < 2:
+            raise ValueError(f"model.energy_heads = {self.model['energy_heads']} is not allowed "
+                             "here: >= 2 (the spread of the heads selects the frames)")
+        self.retrain_epochs = int(self.optim.pop("retrain_epochs", 20))
+        check_int("optim.retrain_epochs", self.retrain_epochs, 1)
+
+    def train_dict(self, data: Path, out: Path, init: str, first: bool) -> dict:
+        """The ``tfn-md train`` configuration of one training (a dict for TrainConfig)."""
+        optim = {"schedule": "cosine", **self.optim}
+        if not first:
+            optim["epochs"] = self.retrain_epochs
+            optim["early_stop"] = max(int(optim.get("early_stop", 30)), self.retrain_epochs)
+        loss = {"energy": 1.0, "forces": 10.0, "energy_nll": 1e-3, **self.loss}
+        return {
+            "data": {"train": str(data), "valid_fraction": 0.1, "batch_size": 8},
+            "model": dict(self.model),
+            "loss": loss,
+            "optim": optim,
+            "run": {"out": str(out), "seed": self.run.seed, "dtype": self.run.dtype,
+                    "device": self.run.device, "init": init},
+        }
+
+
+def load_learn_config(path) -> LearnConfig:
+    path = Path(path)
+    with open(path, "rb") as fh:
+        try:
+            raw = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path}: not valid TOML ({err})") from None
+    try:
+        return LearnConfig.from_dict(raw, base_dir=path.parent)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{path}: {err}") from None

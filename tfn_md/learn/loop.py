@@ -1,0 +1,348 @@
+"""The active-learning loop of ``tfn-md learn``.
+
+    initial   reference Langevin MD at [initial] temperatures -> data.h5
+    repeat, iteration i = 0, 1, ...:
+      train   iteration 0 from scratch (or run.init), later from iteration i-1's weights, on
+              data.h5; then the heads' force spread is calibrated on training frames
+              (:func:`tfn_md.uncertainty.calibrate_heads`) -> iter<i>/model.pt
+      explore Langevin MD driven by the potential at [explore] temperatures; every
+              `interval` steps the per-atom force spread of its energy heads
+              (:mod:`tfn_md.uncertainty`) is computed; frames whose force spread (RMS over
+              atoms, or the largest, `statistic`) exceeds `threshold` are candidates (a
+              trajectory ends past `stop`)
+      select  candidates by decreasing spread, none within `min_separation` steps of one
+              already selected on the same trajectory, at most `max_select` and the labels
+              left in the budget
+      label   each selected frame by the reference, appended to data.h5 as it is done
+    until an exploration finds no candidate (converged), or the label budget or the
+    iteration limit is spent (then one last training on all labels).
+
+Everything lives in [run] out: ``state.json`` (stage and history, written atomically
+after each stage), ``data.h5`` (all labels; every append is committed atomically, see
+docs/dataset-format.md), ``iter<i>/train`` (a ``tfn-md train`` run: best.pt, last.pt,
+metrics), ``iter<i>/candidates.h5`` and ``iter<i>/selected.h5`` (written atomically before
+labelling starts), ``final.pt``, ``report.md`` and ``report.png``.
+
+Resuming (run the same command again after a crash or ``kill -9``): the stage in
+``state.json`` is redone from where it stands. The initial sampling continues after its
+last stored frame (:func:`tfn_md.data.sources.sample_xtb`); training continues from its
+``last.pt``; exploration is rerun (it calls no reference); labelling skips the selected
+frames already in data.h5 (each labelled frame carries ``al_iteration`` and ``al_index``),
+so no label is lost or stored twice, and only a label whose computation was cut short is
+computed again.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms, units
+
+from ..atomic import atomic_path, write_text_atomic
+from ..data.reader import H5Dataset
+from ..data.sources import (
+    MD_FRAME,
+    MD_RUN,
+    MD_TEMPERATURE,
+    MD_TRAJECTORY,
+    _rng,
+    _thermalize,
+    molecule_or_file,
+    sample_xtb,
+    trajectory_id,
+)
+from ..data.writer import DatasetWriter, write_atoms
+from .config import LearnConfig
+from .reference import label, reference_factory
+
+__all__ = ["Learner", "select"]
+
+AL_ITERATION, AL_INDEX = "al_iteration", "al_index"  # which selected frame a label is
+AL_SPREAD = "al_force_spread"  # eV/A: the frame's force spread (explore.statistic) then
+AL_ENERGY_SPREAD = "al_energy_spread"  # eV
+
+
+def select(spreads: np.ndarray, trajectories: np.ndarray, steps: np.ndarray, limit: int,
+           min_separation: int) -> list[int]:
+    """Indices of the chosen candidates: by decreasing spread, skipping any within
+    ``min_separation`` steps of a chosen one on the same trajectory, at most ``limit``."""
+    chosen: list[int] = []
+    for k in np.argsort(-np.asarray(spreads), kind="stable"):
+        if len(chosen) >= limit:
+            break
+        if any(trajectories[c] == trajectories[k] and abs(int(steps[c]) - int(steps[k]))
+               < min_separation for c in chosen):
+            continue
+        chosen.append(int(k))
+    return chosen
+
+
+class Learner:
+    """Runs (or resumes) the loop of one configuration; :meth:`run` returns the final state."""
+
+    def __init__(self, cfg: LearnConfig, progress: bool = True):
+        self.cfg, self.progress = cfg, progress
+        self.out = Path(cfg.run.out)
+        self.data = self.out / "data.h5"
+        self.state_path = self.out / "state.json"
+        r = cfg.reference
+        self.method = r.method or r.calculator
+        self.make = reference_factory(r.method, r.calculator, r.kwargs)
+        self.atoms, self.name = molecule_or_file(cfg.system.molecule or None,
+                                                 cfg.system.structure or None)
+
+    # -- state -----------------------------------------------------------------------
+    def load_state(self) -> dict:
+        if self.state_path.exists():
+            return json.loads(self.state_path.read_text())
+        return {"iteration": 0, "stage": "initial", "final": False, "history": []}
+
+    def save_state(self, state: dict) -> None:
+        write_text_atomic(self.state_path, json.dumps(state, indent=1) + "\n")
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            print(f"[learn] {text}", file=sys.stderr, flush=True)
+
+    def _entry(self, state: dict, i: int) -> dict:
+        while len(state["history"]) <= i:
+            state["history"].append({"iteration": len(state["history"])})
+        return state["history"][i]
+
+    def labels_so_far(self) -> int:
+        """Labels added by the loop (frames with ``al_iteration``), not the initial ones."""
+        if not self.data.exists():
+            return 0
+        with H5Dataset(self.data) as ds:
+            return int(ds.mask(AL_ITERATION).sum()) if AL_ITERATION in ds.fields else 0
+
+    # -- the loop --------------------------------------------------------------------
+    def run(self) -> dict:
+        self.out.mkdir(parents=True, exist_ok=True)
+        config_json = json.dumps(self.cfg.to_dict(), indent=1, default=str) + "\n"
+        write_text_atomic(self.out / "config.json", config_json)
+        state = self.load_state()
+        while state["stage"] != "done":
+            i, stage = state["iteration"], state["stage"]
+            if stage == "initial":
+                self.initial()
+                state["stage"] = "train"
+            elif stage == "train":
+                self._entry(state, i).update(self.train(i))
+                state["stage"] = "done" if state["final"] else "explore"
+            elif stage == "explore":
+                found = self.explore(i)
+                self._entry(state, i).update(found)
+                if found["candidates"] == 0:
+                    state["stage"], state["converged"] = "done", True
+                elif found["selected"] == 0:  # budget spent before this iteration
+                    state["stage"] = "done"
+                else:
+                    state["stage"] = "label"
+            elif stage == "label":
+                self._entry(state, i)["labelled"] = self.label(i)
+                used = self.labels_so_far()
+                state["iteration"] = i + 1
+                state["stage"] = "train"
+                state["final"] = (used >= self.cfg.budget.max_labels
+                                  or i + 1 >= self.cfg.budget.max_iterations)
+            self.save_state(state)
+        final = self.model_path(state["iteration"])
+        with atomic_path(self.out / "final.pt") as tmp:
+            shutil.copyfile(final, tmp)
+        from .report import write_report
+
+        write_report(self, state)
+        return state
+
+    # -- stages ----------------------------------------------------------------------
+    def initial(self) -> None:
+        c = self.cfg.initial
+        if c.data and not self.data.exists():  # the whole copy appears at once, or nothing
+            with H5Dataset(c.data) as source, atomic_path(self.data) as tmp:
+                extra = [f for f in source.fields.values() if f.optional]
+                self._say(f"initial data: copying {len(source)} frames from {c.data}")
+                with DatasetWriter(tmp, append=False, fields=extra) as writer:
+                    writer.extend_arrays(source.get_arrays(k) for k in range(len(source)))
+        if c.n == 0:
+            return
+        total = c.n * len(c.temperatures)
+        self._say(f"initial sampling: {total} frames with {self.method}")
+        from tqdm import tqdm
+
+        with tqdm(total=total, desc="initial", unit="frame", disable=not self.progress,
+                  file=sys.stderr) as bar:
+            sample_xtb(self.data, self.atoms, name=self.name, temperatures=c.temperatures,
+                       n=c.n, method=self.method, interval=c.interval, timestep=c.timestep,
+                       friction=c.friction, equilibration=c.equilibration,
+                       seed=self.cfg.run.seed, progress=bar.update, calculator=self.make)
+
+    def model_path(self, i: int) -> Path:
+        """The model of iteration i: the training's best.pt with calibrated heads."""
+        return self.out / f"iter{i}" / "model.pt"
+
+    def train(self, i: int) -> dict:
+        from ..train.config import TrainConfig
+        from ..train.trainer import Trainer
+
+        out = self.out / f"iter{i}" / "train"
+        init = self.cfg.run.init if i == 0 else str(self.model_path(i - 1))
+        raw = self.cfg.train_dict(self.data, out, init, first=i == 0)
+        with H5Dataset(self.data) as ds:
+            n_data = len(ds)
+        self._say(f"iteration {i}: training on {n_data} labelled frames"
+                  + (f" from {init}" if init else ""))
+        trainer = Trainer(TrainConfig.from_dict(raw), resume=True, progress=self.progress)
+        try:
+            result = trainer.fit()
+        finally:  # data.h5 is appended to later in this process: drop every read handle
+            for dataset in (trainer.train_set, trainer.valid_set):
+                dataset.h5.close()
+            del trainer
+            gc.collect()
+        entry = {"n_data": n_data, "valid_forces_mae": result.get("valid_forces_mae"),
+                 "valid_energy_per_atom_mae": result.get("valid_energy_per_atom_mae")}
+        entry["calibration"] = self.calibrate(i, out / "best.pt")
+        if self.cfg.run.test:
+            entry["test"] = self.score(self.model_path(i), self.cfg.run.test)
+        return entry
+
+    def calibrate(self, i: int, best: Path) -> dict:
+        """Fit the heads' force spread to training frames (:func:`calibrate_heads`, the
+        mean unchanged) and write iter<i>/model.pt atomically."""
+        import torch
+
+        from ..data.loader import GraphDataset
+        from ..io import load_potential, save_potential
+        from ..uncertainty import calibrate_heads
+
+        model = load_potential(best)
+        data = GraphDataset(self.data, model.cutoff)
+        try:
+            n = len(data)
+            stride = max(1, n // 800)  # frames spread over the whole file
+            subset = torch.utils.data.Subset(data, list(range(0, n, stride)))
+            with torch.random.fork_rng(devices=[]):
+                result = calibrate_heads(model, subset, max_frames=800)
+        finally:
+            data.h5.close()
+        save_potential(model, self.model_path(i))
+        return result
+
+    def score(self, model_path: Path, data: str) -> dict:
+        import torch
+
+        from ..data.loader import GraphDataset, collate_batch
+        from ..io import load_potential
+        from ..train.trainer import evaluate_model
+
+        model = load_potential(model_path)
+        model.tabulate()
+        loader = torch.utils.data.DataLoader(GraphDataset(data, model.cutoff), batch_size=16,
+                                             collate_fn=collate_batch)
+        try:
+            return evaluate_model(model, loader)
+        finally:
+            loader.dataset.h5.close()
+
+    def calculator(self, i: int):
+        from .. import TFNCalculator
+
+        return TFNCalculator(str(self.model_path(i)), dtype=self.cfg.run.dtype)
+
+    def explore(self, i: int) -> dict:
+        """Potential-driven MD; writes iter<i>/candidates.h5 and selected.h5 (atomically)."""
+        from ase.md.langevin import Langevin
+        from tqdm import tqdm
+
+        from .. import keys
+
+        e, seed = self.cfg.explore, self.cfg.run.seed
+        calc = self.calculator(i)
+        candidates: list[Atoms] = []
+        checks = stopped = 0
+        left = self.cfg.budget.max_labels - self.labels_so_far()
+        for temperature in e.temperatures:
+            for r in range(e.runs):
+                run = json.dumps({"source": self.name, "method": "tfn_md learn", "seed": seed,
+                                  "learn_iteration": i, "learn_run": r, "interval": e.interval,
+                                  "timestep_fs": e.timestep, "friction_per_fs": e.friction},
+                                 sort_keys=True)
+                traj = trajectory_id(run, temperature)
+                atoms = self.atoms.copy()
+                atoms.info = {}
+                _thermalize(atoms, temperature, _rng(seed, temperature, 1000 + i, r))
+                atoms.calc = calc
+                dyn = Langevin(atoms, timestep=e.timestep * units.fs, temperature_K=temperature,
+                               friction=e.friction / units.fs, fixcm=False,
+                               rng=_rng(seed, temperature, 2000 + i, r))
+                bar = tqdm(total=e.steps, desc=f"explore {temperature:g} K", unit="step",
+                           disable=not self.progress, file=sys.stderr, leave=False)
+                for frame in range(e.steps // e.interval):
+                    dyn.run(e.interval)
+                    bar.update(e.interval)
+                    spread = calc.get_property(keys.FORCES_SPREAD, atoms)  # [n] eV/A
+                    largest = float(np.sqrt(np.mean(spread**2)) if e.statistic == "rms"
+                                    else np.max(spread)) if len(spread) else 0.0
+                    checks += 1
+                    if not np.isfinite(largest) or largest > e.threshold:
+                        record = atoms.copy()
+                        record.calc = None
+                        record.info = {MD_RUN: run, MD_TEMPERATURE: float(temperature),
+                                       MD_FRAME: frame, MD_TRAJECTORY: traj,
+                                       AL_SPREAD: largest if np.isfinite(largest) else 1e300,
+                                       AL_ENERGY_SPREAD: float(calc.results[keys.ENERGY_SPREAD])}
+                        candidates.append(record)
+                    if not np.isfinite(largest) or largest > e.stop:
+                        stopped += 1
+                        break
+                bar.close()
+        folder = self.out / f"iter{i}"
+        folder.mkdir(parents=True, exist_ok=True)
+        chosen: list[int] = []
+        if candidates:
+            spreads = np.array([a.info[AL_SPREAD] for a in candidates])
+            trajs = np.array([a.info[MD_TRAJECTORY] for a in candidates])
+            steps = np.array([a.info[MD_FRAME] * e.interval for a in candidates])
+            chosen = select(spreads, trajs, steps, min(e.max_select, max(left, 0)),
+                            e.min_separation)
+        selected = []
+        for k, c in enumerate(chosen):
+            a = candidates[c].copy()
+            a.info = {**candidates[c].info, AL_ITERATION: i, AL_INDEX: k}
+            selected.append(a)
+        for name, frames in (("candidates.h5", candidates), ("selected.h5", selected)):
+            with atomic_path(folder / name) as tmp:
+                write_atoms(tmp, frames, append=False)
+        self._say(f"iteration {i}: {checks} frames checked, {len(candidates)} above "
+                  f"{e.threshold} eV/A, {stopped} trajectories stopped, {len(selected)} selected")
+        return {"checked": checks, "candidates": len(candidates), "selected": len(selected),
+                "stopped": stopped}
+
+    def label(self, i: int) -> int:
+        """Label iter<i>/selected.h5 into data.h5, skipping frames already there."""
+        from tqdm import tqdm
+
+        with H5Dataset(self.out / f"iter{i}" / "selected.h5") as ds:
+            selected = list(ds)
+        done: set[int] = set()
+        with H5Dataset(self.data) as ds:
+            if AL_ITERATION in ds.fields:
+                mask = ds.mask(AL_ITERATION) & (ds.column(AL_ITERATION) == i)
+                done = set(ds.column(AL_INDEX)[mask].tolist())
+        todo = [a for a in selected if int(a.info[AL_INDEX]) not in done]
+        self._say(f"iteration {i}: labelling {len(todo)} frames with {self.method}"
+                  + (f" ({len(done)} already labelled)" if done else ""))
+        with (DatasetWriter(self.data) as writer,
+              tqdm(total=len(selected), initial=len(done), desc="label", unit="frame",
+                   disable=not self.progress, file=sys.stderr) as bar):
+            for atoms in todo:
+                atoms.calc = None
+                writer.append(label(atoms, self.make, self.method))
+                bar.update(1)
+        return len(selected)

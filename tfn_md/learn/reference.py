@@ -1,0 +1,60 @@
+"""The reference method that labels frames: tblite (GFN2-xTB, ...) or any ASE calculator
+named ``module:Class`` with keyword arguments."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from .. import keys
+
+__all__ = ["label", "reference_factory"]
+
+
+def reference_factory(method: str = "", calculator: str = "", kwargs: dict | None = None
+                      ) -> Callable[[str], Any]:
+    """A function returning a fresh calculator (it takes the method name, as
+    :func:`tfn_md.data.sources.sample_xtb`'s ``calculator`` does). The class is imported
+    now, so a misspelt name is an error before any work."""
+    kwargs = dict(kwargs or {})
+    if method:
+        from ..data.sources import xtb_calculator
+
+        xtb_calculator(method)  # tblite present?
+        return xtb_calculator
+    module_name, _, class_name = calculator.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"reference.calculator = {calculator!r}: cannot import module "
+                         f"{module_name!r} ({err})") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ValueError(f"reference.calculator = {calculator!r}: module {module_name!r} has "
+                         f"no {class_name!r}")
+    cls(**kwargs)  # the keyword arguments are accepted?
+    return lambda _method=None: cls(**kwargs)
+
+
+def label(atoms: Atoms, make: Callable[[str], Any], method: str = "") -> Atoms:
+    """A copy of ``atoms`` (info kept) with the reference energy, forces (and stress for a
+    fully periodic cell) attached as a SinglePointCalculator; a fresh calculator per frame
+    so labels never depend on history. Non-finite labels raise ValueError."""
+    work = atoms.copy()
+    work.calc = make(method)
+    results = {keys.ENERGY: work.get_potential_energy(), keys.FORCES: work.get_forces()}
+    if work.pbc.all():
+        results[keys.STRESS] = work.get_stress()
+    for name, value in results.items():
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"the reference returned a non-finite {name} for a frame "
+                             f"({atoms.get_chemical_formula()})")
+    record = atoms.copy()
+    record.info = dict(atoms.info)
+    record.calc = SinglePointCalculator(record, **results)
+    return record
