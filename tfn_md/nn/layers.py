@@ -17,7 +17,7 @@ keeps the same numbers in one tensor with the l-blocks side by side (columns
 import torch
 from torch import Tensor, nn
 
-from ..so3 import sh_dim, sh_slice
+from ..so3 import sh_slice
 
 __all__ = ["NormNonlinearity", "SelfInteraction", "safe_norm"]
 
@@ -57,18 +57,14 @@ class NormNonlinearity(nn.Module):
         super().__init__()
         self.l_max = l_max
         self.bias = nn.Parameter(torch.zeros(l_max, channels))
-        # column -> l, for l >= 1 (a constant index map)
-        l_of_col = torch.cat([torch.full((2 * l + 1,), l - 1) for l in range(1, l_max + 1)])
-        self.register_buffer("l_of_col", l_of_col.long(), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.l_max == 0 or x.shape[-1] == 1:  # scalars only
             return torch.nn.functional.silu(x)
         scalars = torch.nn.functional.silu(x[..., :1])  # [n, c, 1]
-        rest = x[..., 1 : sh_dim(self.l_max)]  # [n, c, D-1]
-        norms = torch.stack(
-            [safe_norm(x[..., sh_slice(l)]) for l in range(1, self.l_max + 1)], dim=0
-        )  # [l_max, n, c]
+        blocks = [x[..., sh_slice(l)] for l in range(1, self.l_max + 1)]  # [n, c, 2l+1] each
+        norms = torch.stack([safe_norm(b) for b in blocks], dim=0)  # [l_max, n, c]
         gates = torch.sigmoid(norms + self.bias[:, None, :])  # [l_max, n, c]
-        gates = gates.permute(1, 2, 0)[..., self.l_of_col]  # [n, c, D-1]
-        return torch.cat([scalars, rest * gates], dim=-1)
+        # each gate broadcast over its block's 2l+1 columns (no gather with repeated
+        # indices: its backward is a scatter that Inductor's CPU codegen mishandles)
+        return torch.cat([scalars, *(b * g[..., None] for b, g in zip(blocks, gates))], dim=-1)
