@@ -69,10 +69,10 @@ def test_missing_point_quick(tmp_path):
     train_before = report["untrained"]["5-18"]["distance_mae"]
     assert report["splits"]["5-18"]["distance_mae"] < train_before
     assert report["splits"]["5-18"]["predictions"] == sum(
-        len(a) for a in task.qm9_splits(data, tmp_path, True)["5-18"]
+        len(a) for a in task.qm9_splits(data, tmp_path, True, train_set="shuffled")["5-18"]
     )
     assert report["splits"]["19"]["predictions"] == 8 * 19
-    assert report["train_set"] == "index"
+    assert report["train_set"] == "shuffled"
     again = task.run(tmp_path / "eval", data=data, evaluate=tmp_path / "missing_point.pt",
                      atoms="19", limit=8)
     assert set(again["splits"]) == {"19"}
