@@ -29,7 +29,9 @@ per-atom type outputs were wrong, not the confidence pooling. The index-order mo
 have few such carbons (1.7 and 15.9 per 1000 atoms, against 16-23 and 62-63 in the test
 sets), and there a hole bounded by three carbons and no H is more often N (67) than C
 (34). The hashed-order set has 2.5x and 1.7x more of them; trained on it: 97.7 / 98.2 /
-98.6 / 98.7 %, carbon 99.9 / 100.0 / 98.6 / 98.5 %.
+98.6 / 98.7 %, carbon 99.9 / 100.0 / 98.6 / 98.5 % (wrong elements for carbon: 82 / 80
+on 23 / 25-29 atoms; still mostly carbons bonded to 4 carbons called N, 16 % / 12 % of
+them, and 2.5 % / 2.8 % of those bonded to 3 carbons and an H).
 
 Unlike the paper's all-pairs graph, the graph here is local: pairs within 3.5 A, Bessel
 basis and smooth envelope, 5 layers (a 17.5 A receptive field). The test molecules are up
