@@ -69,10 +69,37 @@ def test_missing_point_quick(tmp_path):
     train_before = report["untrained"]["5-18"]["distance_mae"]
     assert report["splits"]["5-18"]["distance_mae"] < train_before
     assert report["splits"]["5-18"]["predictions"] == sum(
-        len(a) for a in task.qm9_splits(data, tmp_path, True)["5-18"]
+        len(a) for a in task.qm9_splits(data, tmp_path, True, train_set="shuffled")["5-18"]
     )
     assert report["splits"]["19"]["predictions"] == 8 * 19
+    assert report["train_set"] == "shuffled"
     again = task.run(tmp_path / "eval", data=data, evaluate=tmp_path / "missing_point.pt",
                      atoms="19", limit=8)
     assert set(again["splits"]) == {"19"}
     assert again["splits"]["19"] == report["splits"]["19"]
+
+
+def test_missing_point_training_sets():
+    """The training split is the first molecules with 5-18 atoms in QM9 index order or in the
+    hashed order; the test splits are always in index order; a file holding the chosen
+    molecules (and others) selects the same ones again."""
+    from tfn_md.tasks.missing_point import SPLITS, order_key, select
+
+    rng = np.random.default_rng(0)
+    sizes = {i: int(n) for i, n in zip(range(1, 3001), rng.integers(5, 30, 3000))}
+    for train_set in ("index", "shuffled"):
+        chosen = select(sizes, SPLITS, 20, train_set)
+        for name, (lo, hi) in SPLITS.items():
+            assert len(chosen[name]) == 20 and all(lo <= sizes[i] <= hi for i in chosen[name])
+        for name in ("19", "23", "25-29"):  # test splits: the smallest indices of their size
+            lo, hi = SPLITS[name]
+            assert chosen[name] == sorted(i for i, n in sizes.items() if lo <= n <= hi)[:20]
+        subset = {i: sizes[i] for v in chosen.values() for i in v}
+        subset.update({i: sizes[i] for i in list(sizes)[::7]})
+        assert select(subset, SPLITS, 20, train_set) == chosen
+    index, shuffled = (select(sizes, SPLITS, 20, t)["5-18"] for t in ("index", "shuffled"))
+    assert index == sorted(i for i, n in sizes.items() if n <= 18)[:20]
+    assert shuffled != index and max(shuffled) > 5 * max(index)
+    assert order_key(12, "shuffled") == order_key(12, "shuffled") != order_key(13, "shuffled")
+    with pytest.raises(ValueError, match="train set order"):
+        order_key(1, "random")
