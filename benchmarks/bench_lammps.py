@@ -12,7 +12,7 @@ Per size (n x n x n cubic fcc cells: 6 -> 864 atoms, 20 -> 32000 atoms), rattled
   edge-kernel chunks "auto" switches to after 20 calls) and for compile=False (eager).
 * LAMMPS on 1 rank, and on 2 ranks (``mpiexec -n 2``) for the largest size: NVE steps at
   600 K, 1 fs, ``comm_modify cutoff 12``; seconds per step of ``run STEPS`` after
-  2 warm-up steps (the potential exported with compile=True: compiled edge-kernel chunks,
+  8 warm-up steps (the potential exported with compile=True: compiled edge-kernel chunks,
   what its default "auto" switches to after 20 steps), with
   the time spent inside the potential's compute_forces (the rest is LAMMPS: neighbour
   lists, ghost communication, integration).
@@ -118,7 +118,7 @@ def main():
     torch.set_num_threads(1)
     if args.worker:
         model, n, steps = args.worker[0], int(args.worker[1]), int(args.worker[2])
-        worker(model, n, steps, warm=2)
+        worker(model, n, steps, warm=8)  # compiled chunks settle over the first steps
         return
     from tfn_md.lammps import export_lammps
 
