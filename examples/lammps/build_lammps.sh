@@ -35,11 +35,22 @@ env_lines() {
     fi
     echo "export PYTHONPATH=\"$PREFIX/python$sitepkgs${PYTHONPATH:+:$PYTHONPATH}\""
     echo "export LD_LIBRARY_PATH=\"$PREFIX/lib:$PREFIX/mpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\""
-    echo "export PATH=\"$PREFIX/mpi/bin${PATH:+:$PATH}\""
+    echo "export PATH=\"$PREFIX/bin${PATH:+:$PATH}\""
+}
+
+# $PREFIX/bin: lmp and the MPI launchers only (not the build venv's python, which
+# would shadow the user's on PATH)
+link_tools() {
+    mkdir -p "$PREFIX/bin"
+    for tool in "$PREFIX"/mpi/bin/mpiexec* "$PREFIX"/mpi/bin/mpirun "$PREFIX"/mpi/bin/hydra_*; do
+        [[ -e "$tool" ]] && ln -sf "$tool" "$PREFIX/bin/"
+    done
+    return 0
 }
 if [[ "${1:-}" == "--env" ]]; then env_lines; exit 0; fi
 
 if [[ -f "$PREFIX/BUILT" ]]; then
+    link_tools
     echo "LAMMPS $VERSION with ML-IAP/Python already built in $PREFIX"
     exit 0
 fi
@@ -100,6 +111,7 @@ cp -r "$SRC/python/lammps" "$PREFIX/python/lammps"
 # the module finds liblammps.so next to itself or on LD_LIBRARY_PATH
 ln -sf "$PREFIX"/lib/liblammps.so* "$PREFIX/python/lammps/"
 
+link_tools
 echo "== check"
 eval "$(env_lines)"
 "$PY" - <<'PYEOF'
