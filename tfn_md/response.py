@@ -38,16 +38,7 @@ def compute_response(
     """Run ``model`` on ``graph`` and add ``forces`` and (3x3) ``stress`` from dE/dx, dE/deps.
     ``energy_only`` asks the model for energies alone (no vectors or tensors: cheaper);
     ``model_kwargs`` go to the model (e.g. precomputed ``isolated`` features)."""
-    positions = graph.positions.detach().requires_grad_(forces or stress)
-    cell = graph.cell.detach()
-    inputs = [positions]
-    if stress:
-        strain = torch.zeros_like(cell).requires_grad_(True)  # [n_graphs, 3, 3]
-        sym = 0.5 * (strain + strain.transpose(1, 2))
-        positions = positions + torch.einsum("ni,nij->nj", positions, sym[graph.batch])
-        cell = cell + torch.bmm(cell, sym)
-        inputs.append(strain)
-    strained = replace(graph, positions=positions, cell=cell)
+    strained, inputs = strained_graph(graph, forces or stress, stress)
     if energy_only:
         model_kwargs["energy_only"] = True
     out = model(strained, **model_kwargs)
@@ -60,8 +51,28 @@ def compute_response(
     if forces:
         out[keys.FORCES] = -grads[0]
     if stress:
-        volume = torch.linalg.det(graph.cell).abs()  # [n_graphs]
-        # no volume without a cell: leave dE/deps unscaled there (never NaN; callers mask it)
-        volume = torch.where(volume > 0, volume, torch.ones_like(volume))
-        out[keys.STRESS] = grads[1] / volume[:, None, None]
+        out[keys.STRESS] = stress_from_strain_gradient(grads[1], graph)
     return out
+
+
+def strained_graph(graph: Graph, positions_grad: bool, stress: bool) -> tuple[Graph, list]:
+    """(the graph with x -> x (1 + eps), cell -> cell (1 + eps) at eps = 0 where ``stress``,
+    the tensors to differentiate by: [positions] (+ [strain eps [n_graphs, 3, 3]]))."""
+    positions = graph.positions.detach().requires_grad_(positions_grad)
+    cell = graph.cell.detach()
+    inputs = [positions]
+    if stress:
+        strain = torch.zeros_like(cell).requires_grad_(True)  # [n_graphs, 3, 3]
+        sym = 0.5 * (strain + strain.transpose(1, 2))
+        positions = positions + torch.einsum("ni,nij->nj", positions, sym[graph.batch])
+        cell = cell + torch.bmm(cell, sym)
+        inputs.append(strain)
+    return replace(graph, positions=positions, cell=cell), inputs
+
+
+def stress_from_strain_gradient(grad: Tensor, graph: Graph) -> Tensor:
+    """sigma = (1/V) dE/d(eps) [n_graphs, 3, 3]."""
+    volume = torch.linalg.det(graph.cell).abs()  # [n_graphs]
+    # no volume without a cell: leave dE/deps unscaled there (never NaN; callers mask it)
+    volume = torch.where(volume > 0, volume, torch.ones_like(volume))
+    return grad / volume[:, None, None]

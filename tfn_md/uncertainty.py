@@ -49,6 +49,7 @@ from torch import Tensor
 
 from . import keys
 from .graph import Graph
+from .response import strained_graph, stress_from_strain_gradient
 
 __all__ = ["S0", "calibrate_heads", "calibration_summary", "energy_nll", "ensemble_response",
            "feature_jacobians", "frame_spreads_and_errors", "init_heads_from", "spearman",
@@ -86,19 +87,8 @@ def ensemble_response(model, graph: Graph, stress: bool = False,
     with ``stress``, the mean ``stress`` [n_graphs, 3, 3] (as
     :func:`tfn_md.response.compute_response`): one forward pass and K backward passes (one
     per head energy)."""
-    from dataclasses import replace
-
-    positions = graph.positions.detach().requires_grad_(True)
-    cell, inputs = graph.cell.detach(), [positions]
-    strained = positions
-    if stress:
-        strain = torch.zeros_like(cell).requires_grad_(True)  # [B, 3, 3]
-        sym = 0.5 * (strain + strain.transpose(1, 2))
-        strained = positions + torch.einsum("ni,nij->nj", positions, sym[graph.batch])
-        cell = cell + torch.bmm(cell, sym)
-        inputs.append(strain)
-    out = model(replace(graph, positions=strained, cell=cell), energy_only=True,
-                **model_kwargs)
+    strained, inputs = strained_graph(graph, True, stress)
+    out = model(strained, energy_only=True, **model_kwargs)
     heads = out[keys.ENERGY_HEADS]  # [B, K]
     k = heads.shape[1]
     # one vector-Jacobian product per head (the edge kernel's custom backward has no
@@ -114,9 +104,8 @@ def ensemble_response(model, graph: Graph, stress: bool = False,
     out[keys.FORCES_SPREAD] = (forces_heads - forces).square().sum(-1).mean(0).sqrt()  # [n]
     out[keys.ENERGY_SPREAD] = spread_of(heads, 1)  # [B]
     if stress:
-        volume = torch.linalg.det(graph.cell).abs()  # [B]
-        volume = torch.where(volume > 0, volume, torch.ones_like(volume))
-        out[keys.STRESS] = torch.stack([g[1] for g in grads]).mean(0) / volume[:, None, None]
+        mean_grad = torch.stack([g[1] for g in grads]).mean(0)  # [B, 3, 3]
+        out[keys.STRESS] = stress_from_strain_gradient(mean_grad, graph)
     return out
 
 

@@ -54,9 +54,10 @@ Paths are relative to the configuration file.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..train.config import section_tables
 from ..validation import check_int, check_real
 
 __all__ = ["LearnConfig", "load_learn_config"]
@@ -135,26 +136,7 @@ class LearnConfig:
     @classmethod
     def from_dict(cls, raw: dict, base_dir: Path | None = None) -> LearnConfig:
         """Build and check; errors name the key, the value and what is allowed."""
-        if not isinstance(raw, dict):
-            raise ValueError(f"the configuration must be a table of sections, got {raw!r}")
-        sections = {f.name: f for f in fields(cls)}
-        unknown = set(raw) - set(sections)
-        if unknown:
-            raise ValueError(f"unknown sections {sorted(unknown)}; known: {sorted(sections)}")
-        kwargs = {}
-        for name, f in sections.items():
-            value = raw.get(name, {})
-            if not isinstance(value, dict):
-                raise ValueError(f"[{name}] must be a table of keys, got {value!r}")
-            if name in ("model", "loss", "optim"):
-                kwargs[name] = dict(value)
-                continue
-            kind = f.default_factory().__class__
-            known = {x.name for x in fields(kind)}
-            bad = set(value) - known
-            if bad:
-                raise ValueError(f"unknown keys {sorted(bad)} in [{name}]; known: {sorted(known)}")
-            kwargs[name] = kind(**value)
+        kwargs = section_tables(cls, raw, {name: dict for name in ("model", "loss", "optim")})
         cfg = cls(**kwargs)
         cfg._check()
         if base_dir is not None:

@@ -104,27 +104,7 @@ class TrainConfig:
     def from_dict(cls, raw: dict, base_dir: Path | None = None) -> "TrainConfig":
         """Build and check a configuration; errors name the key, the value and what is
         allowed (``optim.lr = 'fast' is not allowed: a finite number > 0``)."""
-        sections = {f.name: f for f in fields(cls)}
-        if not isinstance(raw, dict):
-            raise ValueError(f"the configuration must be a table of sections, got {raw!r}")
-        unknown = set(raw) - set(sections)
-        if unknown:
-            raise ValueError(f"unknown config sections {sorted(unknown)}; known: {sorted(sections)}")
-        kwargs = {}
-        for name, f in sections.items():
-            value = raw.get(name, {})
-            if not isinstance(value, dict):
-                raise ValueError(f"[{name}] must be a table of keys, got {value!r}")
-            if name == "model":
-                kwargs[name] = _check_model(value)
-                continue
-            section_type = f.default_factory().__class__
-            known = {x.name for x in fields(section_type)}
-            bad = set(value) - known
-            if bad:
-                raise ValueError(f"unknown keys {sorted(bad)} in [{name}]; known: {sorted(known)}")
-            checked = {key: _CHECKS[name][key](f"{name}.{key}", v) for key, v in value.items()}
-            kwargs[name] = section_type(**checked)
+        kwargs = section_tables(cls, raw, {"model": _check_model}, _CHECKS)
         cfg = cls(**kwargs)
         if not cfg.data.train:
             raise ValueError("data.train = '' is not allowed: the path of a dataset file")
@@ -143,6 +123,37 @@ class TrainConfig:
             raise ValueError(f"loss.energy_nll = {cfg.loss.energy_nll} needs model.energy_heads "
                              ">= 2 (the spread of the heads is what it trains)")
         return cfg
+
+
+def section_tables(cls, raw: dict, free: dict, checks: dict | None = None) -> dict:
+    """The keyword arguments of the config dataclass ``cls`` from a TOML table ``raw`` of
+    sections: each section a dataclass of known keys (each value passed through
+    ``checks[section][key](name, value)`` where given), except the ``free`` ones, whose
+    table goes through ``free[section](table)``. Unknown sections and keys raise
+    ValueError naming them and what is known."""
+    sections = {f.name: f for f in fields(cls)}
+    if not isinstance(raw, dict):
+        raise ValueError(f"the configuration must be a table of sections, got {raw!r}")
+    unknown = set(raw) - set(sections)
+    if unknown:
+        raise ValueError(f"unknown config sections {sorted(unknown)}; known: {sorted(sections)}")
+    kwargs = {}
+    for name, f in sections.items():
+        value = raw.get(name, {})
+        if not isinstance(value, dict):
+            raise ValueError(f"[{name}] must be a table of keys, got {value!r}")
+        if name in free:
+            kwargs[name] = free[name](value)
+            continue
+        section_type = f.default_factory().__class__
+        known = {x.name for x in fields(section_type)}
+        bad = set(value) - known
+        if bad:
+            raise ValueError(f"unknown keys {sorted(bad)} in [{name}]; known: {sorted(known)}")
+        if checks is not None:
+            value = {key: checks[name][key](f"{name}.{key}", v) for key, v in value.items()}
+        kwargs[name] = section_type(**value)
+    return kwargs
 
 
 def _choice(*allowed):
