@@ -110,7 +110,11 @@ def test_receptive_field_prunes_and_keeps_energies():
     assert field.n_edges[1] < field.n_edges[0] < data.npairs
     species = torch.zeros(data.ntotal, dtype=torch.long)
     vectors = torch.as_tensor(data.rij)
-    pruned = model.local_energies(species, vectors, field)
+    pruned = model.local_energies(species[field.atoms], vectors[field.edges], field)
+    # the same field from numpy arrays (what TFNMLIAP passes)
+    again = receptive_field(np.stack([data.pair_i, data.pair_j]), data.ntotal, data.nlocal, 2)
+    for name in ("atoms", "edges", "edge_index"):
+        assert torch.equal(getattr(again, name), getattr(field, name))
     graph = atoms_to_graph(atoms, 4.0, torch.float64)
     full = model(graph)["energies"]
     assert torch.allclose(pruned, full, atol=1e-12, rtol=0)

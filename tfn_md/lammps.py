@@ -171,17 +171,17 @@ class TFNMLIAP:
             raise ValueError("atoms of types not mapped to an element of this potential "
                              f"({self.element_types}): check pair_coeff (NULL is not supported)")
         device = self.device
-        species = torch.as_tensor(elems[:ntotal].astype(np.int64), device=device)
-        edge_index = torch.as_tensor(np.stack([pair_i, pair_j]).astype(np.int64), device=device)
-        vectors = torch.tensor(rij, dtype=self.dtype, device=device, requires_grad=True)
-        field = receptive_field(edge_index, ntotal, nlocal, self.layers)
+        field = receptive_field(np.stack([pair_i, pair_j]), ntotal, nlocal, self.layers)
+        atoms, edges = field.atoms.numpy(), field.edges.numpy()  # gathered here, in numpy
+        field.edge_index = field.edge_index.to(device)
+        species = torch.as_tensor(elems[atoms].astype(np.int64), device=device)
+        vectors = torch.tensor(rij[edges], dtype=self.dtype, device=device, requires_grad=True)
         energies = self.model.local_energies(species, vectors, field, self.isolated)
-        if len(rij):
+        fij = np.zeros((len(rij), 3))
+        if len(edges):
             (grad,) = torch.autograd.grad(energies.sum(), vectors, allow_unused=True)
-            grad = torch.zeros_like(vectors) if grad is None else grad
-        else:
-            grad = vectors.detach()
-        fij = np.ascontiguousarray(grad.detach().cpu().numpy(), dtype=np.float64)
+            if grad is not None:
+                fij[edges] = grad.detach().cpu().numpy()
         return energies.detach().cpu().double().numpy(), fij
 
 

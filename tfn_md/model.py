@@ -328,16 +328,16 @@ class TFN(nn.Module):
         """Energies E_i [field.n_atoms[-1]] of the target atoms of a receptive field
         (:func:`tfn_md.receptive.receptive_field`), each computed on its whole neighbourhood
         but with every layer restricted to the atoms and edges it needs: what a LAMMPS rank
-        evaluates for its own atoms among its ghosts. ``species`` [n] (checked indices) and
-        ``vectors`` r_ij [E, 3] are in the original numbering of atoms and edges;
-        ``isolated``: :meth:`isolated_features` with ``scalars_only``. Equal to
+        evaluates for its own atoms among its ghosts. ``species`` [n_kept] (checked indices)
+        and ``vectors`` r_ij [E_kept, 3] are those of the kept atoms and edges, in the
+        field's order (``species[field.atoms]``, ``vectors[field.edges]`` of the original
+        numbering); ``isolated``: :meth:`isolated_features` with ``scalars_only``. Equal to
         ``forward(graph)["energies"][:n_targets]`` where every atom within ``layers`` edges
         of a target has all its neighbours in the graph."""
         if self.config.n_scalar_inputs:
             raise ValueError("local_energies needs a model without per-atom scalar inputs")
-        species = species[field.atoms]
         x0 = self.embedding.weight.T[species][:, :, None]  # [n_kept, c, 1]
-        edges = self.edges_from_vectors(field.edge_index, vectors[field.edges])
+        edges = self.edges_from_vectors(field.edge_index, vectors)
         x = self._interactions(x0, edges, scalars_only=True, field=field)
         if isolated is None:
             isolated = self.isolated_features(scalars_only=True)

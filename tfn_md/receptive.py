@@ -20,6 +20,7 @@ For fcc Cu with r_c = 5 A and 256 owned atoms, the ghost shell of 2 r_c holds ab
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -42,27 +43,35 @@ class ReceptiveField:
     n_edges: list[int]
 
 
-def receptive_field(edge_index: Tensor, n_atoms: int, n_targets: int,
-                    layers: int) -> ReceptiveField:
+def receptive_field(edge_index, n_atoms: int, n_targets: int, layers: int) -> ReceptiveField:
     """The receptive field of the energies of atoms 0..n_targets-1 after ``layers`` layers,
-    in a graph of ``n_atoms`` atoms with edges ``edge_index`` [2, E] (row 0 the centre i,
-    row 1 the neighbour j: messages flow j -> i). See the module docstring."""
-    centre, neighbour = edge_index[0], edge_index[1]
-    depth = torch.full((n_atoms,), layers + 1, dtype=torch.long, device=edge_index.device)
+    in a graph of ``n_atoms`` atoms with edges ``edge_index`` [2, E] (a tensor or array;
+    row 0 the centre i, row 1 the neighbour j: messages flow j -> i). See the module
+    docstring. Computed with numpy (O(E), no sort: one mask per depth); the result's
+    tensors are on the CPU, or on ``edge_index``'s device when it is a tensor."""
+    device = edge_index.device if isinstance(edge_index, Tensor) else torch.device("cpu")
+    if isinstance(edge_index, Tensor):
+        edge_index = edge_index.detach().cpu().numpy()
+    centre, neighbour = (np.asarray(row) for row in edge_index)
+    if centre.dtype.kind not in "iu":  # an empty float array (no pairs)
+        centre, neighbour = centre.astype(np.int64), neighbour.astype(np.int64)
+    depth = np.full(n_atoms, layers + 1, dtype=np.int8)
     depth[:n_targets] = 0
     for step in range(1, layers + 1):
         reached = neighbour[depth[centre] == step - 1]
-        depth.scatter_reduce_(0, reached, torch.full_like(reached, step), reduce="amin")
-    kept = torch.nonzero(depth <= layers).squeeze(1)
-    atoms = kept[torch.argsort(depth[kept], stable=True)]
+        depth[reached[depth[reached] > step]] = step
+    by_depth = [np.flatnonzero(depth == d) for d in range(layers + 1)]
     centre_depth = depth[centre]
-    used = torch.nonzero(centre_depth < layers).squeeze(1)
-    edges = used[torch.argsort(centre_depth[used], stable=True)]
-    new_index = torch.full((n_atoms,), -1, dtype=torch.long, device=edge_index.device)
-    new_index[atoms] = torch.arange(len(atoms), device=edge_index.device)
-    counts = torch.bincount(depth[atoms], minlength=layers + 1).tolist()
-    edge_counts = torch.bincount(centre_depth[edges], minlength=layers).tolist()
+    by_centre = [np.flatnonzero(centre_depth == d) for d in range(layers)]
+    atoms, edges = np.concatenate(by_depth), np.concatenate(by_centre)
+    new_index = np.full(n_atoms, -1, dtype=np.int64)
+    new_index[atoms] = np.arange(len(atoms))
+    kept_index = np.stack([new_index[centre[edges]], new_index[neighbour[edges]]])
+    counts = [len(a) for a in by_depth]
+    edge_counts = [len(e) for e in by_centre]
     n_kept = [sum(counts[: layers - k + 1]) for k in range(layers + 1)]
     n_read = [sum(edge_counts[: layers - k + 1]) for k in range(1, layers + 1)]
-    return ReceptiveField(atoms=atoms, edges=edges, edge_index=new_index[edge_index[:, edges]],
+    return ReceptiveField(atoms=torch.from_numpy(atoms).to(device),
+                          edges=torch.from_numpy(edges).to(device),
+                          edge_index=torch.from_numpy(kept_index).to(device),
                           n_atoms=n_kept, n_edges=n_read)
