@@ -89,6 +89,24 @@ def test_three_layers_two_elements_and_zbl():
         assert_matches(run_ranks(pot, atoms, n_ranks), reference(atoms, model))
 
 
+def test_compiled_program_matches_calculator(compiler, tmp_path, monkeypatch):
+    """compile=True: each rank's pruned graph runs as one padded, compiled program
+    (tfn_md.compiled_local); three layers (three depth groups), two elements and ZBL,
+    on 2 emulated ranks and over steps whose group sizes change."""
+    monkeypatch.setenv("TFN_MD_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    model = TFN(["Ag", "Cu"], channels=8, l_max=2, layers=3, cutoff=4.0, zbl=True).double()
+    base = rattled_cu(2, seed=5)
+    base.symbols[::3] = "Ag"
+    pot = TFNMLIAP(model, dtype="float64", compile=True)
+    for step, n_ranks in enumerate((2, 2)):
+        atoms = base.copy()
+        atoms.rattle(0.03, seed=step)
+        assert_matches(run_ranks(pot, atoms, n_ranks), reference(atoms, model))
+    assert 1 <= pot.compiled.n_programs <= 2  # programs serve later steps and ranks
+    assert len(list(tmp_path.glob("*.pt2"))) == pot.compiled.n_programs
+
+
 def test_too_small_comm_cutoff_gives_wrong_forces(cu):
     """Why `comm_modify cutoff >= layers x cutoff + skin` matters: with the default ghost
     shell of one cutoff, atoms one edge from the rank lack neighbours."""

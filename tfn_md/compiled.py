@@ -206,42 +206,49 @@ class CompiledResponse:
         wrapper: no Python between kernels), from the disk cache or traced, deduplicated
         and compiled now (then cached); None on failure."""
         try:
-            path = cache_dir() / f"{self._cache_key(inputs, stress)}.pt2"
-            if not path.is_file():
-                self._build(inputs, stress, path)
-            return torch._inductor.aoti_load_package(str(path))
+            key = program_key(self.model, self.isolated, inputs, ("response", stress))
+            return aoti_program(self._response(stress), inputs, key)
         except Exception as err:  # no C++ toolchain, unsupported op or platform, ...
             self.failed = True
             warnings.warn(f"compiling the TFN response failed ({type(err).__name__}: {err}); "
                           "using the eager path", RuntimeWarning, stacklevel=3)
             return None
 
-    def _build(self, inputs: tuple, stress: bool, path: Path) -> None:
+
+def aoti_program(function, inputs: tuple, key: str):
+    """``function(*inputs)`` as an AOTInductor program for these shapes: loaded from the
+    disk cache (``key``) or traced with ``make_fx`` (autograd included, chunking off),
+    deduplicated (the backward recomputes forward terms), compiled and cached atomically."""
+    path = cache_dir() / f"{key}.pt2"
+    if not path.is_file():
         from torch.fx.experimental.proxy_tensor import make_fx
         from torch.fx.passes.dialect.common.cse_pass import CSEPass
 
-        with unchunked():
-            traced = make_fx(self._response(stress))(*inputs)
-        traced = CSEPass()(traced).graph_module  # the backward recomputes forward terms
-        exported = torch.export.export(traced, inputs)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent) as folder:
-            tmp = os.path.join(folder, path.name)
-            torch._inductor.aoti_compile_and_package(exported, package_path=tmp)
-            os.replace(tmp, path)  # atomic: a concurrent process sees all of it or nothing
+        with unchunked(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations
+            traced = make_fx(function)(*inputs)
+            traced = CSEPass()(traced).graph_module
+            exported = torch.export.export(traced, inputs)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=path.parent) as folder:
+                tmp = os.path.join(folder, path.name)
+                torch._inductor.aoti_compile_and_package(exported, package_path=tmp)
+                os.replace(tmp, path)  # atomic: a concurrent process sees all or nothing
+    return torch._inductor.aoti_load_package(str(path))
 
-    def _cache_key(self, inputs: tuple, stress: bool) -> str:
-        """Hash of everything the program depends on: weights, tables, isolated features,
-        configuration, shapes, dtype, device, torch version and the source of the model's
-        code (so an edited checkout never loads a program of older code)."""
-        digest = hashlib.sha256()
-        digest.update(_source_digest())
-        model = self.model
-        meta = (model.config_dict(), [tuple(t.shape) for t in inputs], str(self.isolated.dtype),
-                str(self.isolated.device), stress, torch.__version__, __version__, FORMAT)
-        digest.update(repr(meta).encode())
-        tensors = [*model.state_dict().values(), self.isolated]
-        tensors += [conv.table[0] for conv in model.convolutions if conv.table is not None]
-        for t in tensors:
-            digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-        return digest.hexdigest()[:32]
+
+def program_key(model, isolated: Tensor, inputs: tuple, what: tuple) -> str:
+    """Hash of everything a program depends on: weights, tables, isolated features,
+    configuration, input shapes, ``what`` it computes, dtype, device, torch version and
+    the source of the model's code (so an edited checkout never loads a program of older
+    code)."""
+    digest = hashlib.sha256()
+    digest.update(_source_digest())
+    meta = (model.config_dict(), [tuple(t.shape) for t in inputs], str(isolated.dtype),
+            str(isolated.device), what, torch.__version__, __version__, FORMAT)
+    digest.update(repr(meta).encode())
+    tensors = [*model.state_dict().values(), isolated]
+    tensors += [conv.table[0] for conv in model.convolutions if conv.table is not None]
+    for t in tensors:
+        digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:32]

@@ -39,6 +39,7 @@ import torch
 
 from .atomic import atomic_path
 from .compiled import COMPILE_AFTER
+from .compiled_local import CompiledLocalEnergies
 from .io import checkpoint_bytes, model_from_checkpoint, read_checkpoint, resolve_potential
 from .model import TFN
 from .receptive import receptive_field
@@ -60,9 +61,12 @@ class TFNMLIAP:
         dtype: "float32" or "float64" (None: the potential's own).
         device: torch device for the model ("cpu", "cuda").
         exact: evaluate the radial MLPs instead of their tables (see ``TFNCalculator``).
-        compile: "auto" (default): after ``tfn_md.compiled.COMPILE_AFTER`` steps, run the
-            edge kernel's chunks compiled (as ``TFNCalculator`` does for large systems;
-            ``TFN_MD_COMPILE=0`` turns it off); True: from the first step; False: never.
+        compile: "auto" (default): after ``tfn_md.compiled.COMPILE_AFTER`` steps, run a
+            rank's pruned graph as one compiled program (:mod:`tfn_md.compiled_local`; up
+            to ``tfn_md.compiled_local.MAX_EDGES`` edges, 20-40 s to compile, cached on
+            disk) or, larger, the edge kernel's chunks compiled (as ``TFNCalculator``
+            does; ``TFN_MD_COMPILE=0`` turns it off); True: from the first step; False:
+            never.
     """
 
     def __init__(self, potential, dtype=None, device: str = "cpu", exact: bool = False,
@@ -112,6 +116,13 @@ class TFNMLIAP:
         self._set_compiled(compile is True)
         with torch.no_grad():
             self.isolated = self.model.isolated_features(scalars_only=True)
+        # pruned graphs up to compiled_local.MAX_EDGES edges: one compiled program (its
+        # padding edges need radial functions that vanish beyond the cutoff)
+        vanishing = self.model.tabulated or self.model.config.basis == "bessel"
+        self.compiled = None
+        if compile and vanishing:
+            self.compiled = CompiledLocalEnergies(self.model, self.isolated,
+                                                  0 if compile is True else COMPILE_AFTER)
         # what LAMMPS reads (ML-IAP unified): one dummy descriptor and parameter per atom;
         # pairs are kept within 2 rcutfac = cutoff
         self.interface = None
@@ -170,19 +181,28 @@ class TFNMLIAP:
         if ntotal and (elems[:ntotal].min() < 0 or elems[:ntotal].max() >= len(self.element_types)):
             raise ValueError("atoms of types not mapped to an element of this potential "
                              f"({self.element_types}): check pair_coeff (NULL is not supported)")
-        device = self.device
         field = receptive_field(np.stack([pair_i, pair_j]), ntotal, nlocal, self.layers)
         atoms, edges = field.atoms.numpy(), field.edges.numpy()  # gathered here, in numpy
-        field.edge_index = field.edge_index.to(device)
-        species = torch.as_tensor(elems[atoms].astype(np.int64), device=device)
-        vectors = torch.tensor(rij[edges], dtype=self.dtype, device=device, requires_grad=True)
-        energies = self.model.local_energies(species, vectors, field, self.isolated)
+        species, vectors = elems[atoms].astype(np.int64), rij[edges]
+        out = None if self.compiled is None else self.compiled(species, vectors, field)
+        energies, grad = self._eager(species, vectors, field) if out is None else out
         fij = np.zeros((len(rij), 3))
-        if len(edges):
+        fij[edges] = grad
+        return energies, fij
+
+    def _eager(self, species: np.ndarray, vectors: np.ndarray, field) -> tuple:
+        """:meth:`evaluate`'s energies [n_targets] and dE/dr_ij [E_kept, 3] (float64) with
+        the eager model, from the kept atoms' species and edges' vectors in field order."""
+        device = self.device
+        field.edge_index = field.edge_index.to(device)
+        vectors = torch.tensor(vectors, dtype=self.dtype, device=device, requires_grad=True)
+        energies = self.model.local_energies(torch.as_tensor(species, device=device), vectors,
+                                             field, self.isolated)
+        grad = None
+        if len(vectors):
             (grad,) = torch.autograd.grad(energies.sum(), vectors, allow_unused=True)
-            if grad is not None:
-                fij[edges] = grad.detach().cpu().numpy()
-        return energies.detach().cpu().double().numpy(), fij
+        grad = np.zeros((len(vectors), 3)) if grad is None else grad.double().cpu().numpy()
+        return energies.detach().double().cpu().numpy(), grad
 
 
 def lammps_lines(potential: TFNMLIAP, path: str, skin: float = DEFAULT_SKIN) -> list[str]:

@@ -33,6 +33,7 @@ from .nn import (
     TFNConvolution,
     polynomial_envelope,
 )
+from .nn.edge_kernel import tracing_for_compiler
 from .nn.radial_table import tabulate
 from .nn.repulsion import zbl_pair_energy
 from .receptive import ReceptiveField
@@ -198,20 +199,20 @@ class TFN(nn.Module):
                     if cfg.basis == "bessel" else None)
         return Edges(edge_index, length, sh, basis, envelope)
 
-    def _interactions(self, x: Tensor, edges: Edges, scalars_only: bool = False,
+    def _interactions(self, x: Tensor, edges: Edges | list[Edges], scalars_only: bool = False,
                       field: ReceptiveField | None = None) -> Tensor:
         """The TFN layers: [n, c, 1] species features -> [n, c, (l_last+1)^2]
         (-> [n, c, 1] with ``scalars_only``: the last layer computes only l = 0 outputs).
         With a receptive ``field`` (atoms and edges in its order), layer k computes only
-        the first field.n_atoms[k] atoms from the first field.n_edges[k-1] edges, and the
-        result is [field.n_atoms[-1], c, D]."""
+        the first field.n_atoms[k] atoms from ``edges[k-1]`` (one Edges per layer: the first
+        field.n_edges[k-1] edges), and the result is [field.n_atoms[-1], c, D]."""
         last = len(self.convolutions) - 1
         layers = zip(self.convolutions, self.self_interactions, self.nonlinearities)
         for k, (conv, si, nl) in enumerate(layers):
             l_out = 0 if scalars_only and k == last else None
             n_out, layer_edges = None, edges
             if field is not None:
-                n_out, layer_edges = field.n_atoms[k + 1], edges.head(field.n_edges[k])
+                n_out, layer_edges = field.n_atoms[k + 1], edges[k]
             h = nl(si(conv(x, layer_edges, l_out, n_out)))  # [n_out, c, D_out]
             if self.config.residual:
                 d = min(x.shape[-1], h.shape[-1])
@@ -337,11 +338,18 @@ class TFN(nn.Module):
         if self.config.n_scalar_inputs:
             raise ValueError("local_energies needs a model without per-atom scalar inputs")
         x0 = self.embedding.weight.T[species][:, :, None]  # [n_kept, c, 1]
-        edges = self.edges_from_vectors(field.edge_index, vectors)
+        if tracing_for_compiler():  # separate tensors per layer: Inductor fuses each
+            # layer's table lookups into its kernels (prefix views of shared ones it
+            # writes out whole: 3x slower)
+            edges = [self.edges_from_vectors(field.edge_index[:, :m], vectors[:m])
+                     for m in field.n_edges]
+        else:
+            whole = self.edges_from_vectors(field.edge_index, vectors)
+            edges = [whole.head(m) for m in field.n_edges]
         x = self._interactions(x0, edges, scalars_only=True, field=field)
         if isolated is None:
             isolated = self.isolated_features(scalars_only=True)
-        return self._atom_energies(x, species, edges.head(field.n_edges[-1]), isolated)
+        return self._atom_energies(x, species, edges[-1], isolated)
 
     def forward(self, graph: Graph, energy_only: bool = False, species: Tensor | None = None,
                 isolated: Tensor | None = None) -> dict[str, Tensor]:
