@@ -18,7 +18,6 @@ padding atom. The energy sums real atoms only.
 """
 
 import warnings
-from collections import Counter
 
 import numpy as np
 import torch
@@ -27,7 +26,7 @@ from torch import Tensor
 from .compiled import aoti_program, program_key
 from .receptive import ReceptiveField
 
-__all__ = ["CompiledLocalEnergies", "MAX_EDGES"]
+__all__ = ["MAX_EDGES", "CompiledLocalEnergies"]
 
 MAX_EDGES = 1 << 18  # larger pruned graphs run eagerly (chunked edge kernel): whole, their
 # [E, K, c] intermediates would take GBs
