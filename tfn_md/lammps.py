@@ -181,7 +181,7 @@ class TFNMLIAP:
         if ntotal and (elems[:ntotal].min() < 0 or elems[:ntotal].max() >= len(self.element_types)):
             raise ValueError("atoms of types not mapped to an element of this potential "
                              f"({self.element_types}): check pair_coeff (NULL is not supported)")
-        field = receptive_field(np.stack([pair_i, pair_j]), ntotal, nlocal, self.layers)
+        field = receptive_field((pair_i, pair_j), ntotal, nlocal, self.layers)
         atoms, edges = field.atoms.numpy(), field.edges.numpy()  # gathered here, in numpy
         species, vectors = elems[atoms].astype(np.int64), rij[edges]
         out = None if self.compiled is None else self.compiled(species, vectors, field)

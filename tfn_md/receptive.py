@@ -45,9 +45,9 @@ class ReceptiveField:
 
 def receptive_field(edge_index, n_atoms: int, n_targets: int, layers: int) -> ReceptiveField:
     """The receptive field of the energies of atoms 0..n_targets-1 after ``layers`` layers,
-    in a graph of ``n_atoms`` atoms with edges ``edge_index`` [2, E] (a tensor or array;
-    row 0 the centre i, row 1 the neighbour j: messages flow j -> i). See the module
-    docstring. Computed with numpy (O(E), no sort: one mask per depth); the result's
+    in a graph of ``n_atoms`` atoms with edges ``edge_index`` [2, E] (a tensor, an array or
+    a pair of arrays; row 0 the centre i, row 1 the neighbour j: messages flow j -> i).
+    See the module docstring. Computed with numpy (O(E), no sort: one mask per depth); the result's
     tensors are on the CPU, or on ``edge_index``'s device when it is a tensor."""
     device = edge_index.device if isinstance(edge_index, Tensor) else torch.device("cpu")
     if isinstance(edge_index, Tensor):
