@@ -17,7 +17,8 @@ Per size (n x n x n cubic fcc cells: 6 -> 864 atoms, 20 -> 32000 atoms), rattled
   tfn_md.compiled_local.MAX_EDGES edges, compiled at the first step and cached on disk,
   and above that the compiled edge-kernel chunks), with
   the time spent inside the potential's compute_forces (the rest is LAMMPS: neighbour
-  lists, ghost communication, integration).
+  lists, ghost communication, integration). The timed ``run`` continues the warm-up one
+  (``pre no``): a plain ``run`` would first evaluate the forces once more in its set-up.
 
 Each LAMMPS run is its own process (this script with --worker).
 """
@@ -91,7 +92,7 @@ def worker(model_file, n, steps, warm):
     lmp.command(f"run {warm}")
     inside[0] = 0.0
     t0 = time.perf_counter()
-    lmp.command(f"run {steps}")
+    lmp.command(f"run {steps} pre no post no")  # continue: no setup force evaluation
     wall = time.perf_counter() - t0
     rank = lmp.extract_setting("world_rank")
     nprocs = lmp.extract_setting("world_size")
