@@ -105,7 +105,7 @@ class E3nnTFN(nn.Module):
                 h = torch.cat([h[..., :d] + x[..., :d], h[..., d:]], dim=-1)
             x = h
         iso = m.isolated_features(energy_only)[species]
-        e_atom = m.energy_readout(x[..., 0] - iso[..., 0]).squeeze(-1)
+        e_atom = m.energy_readout(x[..., 0] - iso[..., 0]).mean(-1)  # the heads' mean
         energies = m.scale * e_atom + m.shift + m.e0[species]
         energy = energies.new_zeros(graph.n_graphs).index_add_(0, graph.batch, energies)
         out = {keys.ENERGIES: energies, keys.ENERGY: energy}

@@ -17,10 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from e3nn_reference import E3nnTFN
 
 
-@pytest.mark.parametrize("case", ["ethanol-l2", "cu-l3"])
+@pytest.mark.parametrize("case", ["ethanol-l2", "ethanol-heads", "cu-l3"])
 def test_e3nn_reference_agrees(case):
     if case == "ethanol-l2":
         model, atoms = make_model(cutoff=5.0, l_max=2, layers=3), ethanol()
+    elif case == "ethanol-heads":  # a shallow ensemble (the shipped ethanol-gfn2's kind)
+        model, atoms = make_model(cutoff=5.0, energy_heads=4), ethanol()
     else:
         model, atoms = make_model(species=["Cu"], cutoff=4.5, l_max=3), triclinic_cu((2, 1, 1))
     graph = atoms_to_graph(atoms, model.cutoff)
