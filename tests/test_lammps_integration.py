@@ -65,10 +65,10 @@ def structures(name):
     return frames
 
 
-def run_driver(tmp_path, name, frames, ranks=1, *options):
+def run_driver(tmp_path, name, frames, ranks=1, *options, compile="auto"):
     model = tmp_path / f"{name}.mliap"
     if not model.exists():
-        export_lammps(POTENTIALS[name], model, dtype="float64")
+        export_lammps(POTENTIALS[name], model, dtype="float64", compile=compile)
     ase.io.write(tmp_path / f"{name}.traj", frames)  # full precision (extxyz rounds)
     cmd = [sys.executable, str(DRIVER), str(model), str(tmp_path / f"{name}.traj"),
            str(tmp_path / "out.npz"), *options]
@@ -110,6 +110,19 @@ def test_matches_calculator(tmp_path, name, ranks):
     frames = structures(name)
     for n, de, dei, df, dp in errors(name, frames, run_driver(tmp_path, name, frames, ranks)):
         print(f"{name} {n} atoms, {ranks} rank(s): |dE| {de:.1e} eV, per-atom {dei:.1e} eV, "
+              f"forces {df:.1e} eV/A, pressure {dp:.1e} relative")
+        assert de < TOL and dei < TOL and df < TOL and dp < 1e-6, (n, de, dei, df, dp)
+
+
+def test_compiled_program_matches_calculator(tmp_path, monkeypatch):
+    """compile=True: each step runs the rank's pruned graph as one compiled program
+    (tfn_md.compiled_local), inside LAMMPS, on 2 ranks."""
+    frames = structures("cu")[1:3]  # 32 and 108 atoms
+    monkeypatch.setitem(ENV, "TFN_MD_CACHE", str(tmp_path / "compiled"))
+    out = run_driver(tmp_path, "cu", frames, 2, compile=True)
+    assert len(list((tmp_path / "compiled").glob("*.pt2"))) >= 2  # the programs ran
+    for n, de, dei, df, dp in errors("cu", frames, out):
+        print(f"compiled: cu {n} atoms, 2 ranks: |dE| {de:.1e} eV, per-atom {dei:.1e} eV, "
               f"forces {df:.1e} eV/A, pressure {dp:.1e} relative")
         assert de < TOL and dei < TOL and df < TOL and dp < 1e-6, (n, de, dei, df, dp)
 
