@@ -177,3 +177,41 @@ def test_example_active_learning_quick(tmp_path: Path):
     assert "label budget spent (4 of 4)" in done.stdout
     assert "frames above the threshold (0.001 eV/A): 4 of 4" in done.stdout
     assert (tmp_path / "m" / "run" / "report.png").is_file()
+
+
+def test_initial_data_from_an_earlier_loop_starts_a_fresh_count(tmp_path: Path):
+    """A loop whose [initial] data is an earlier loop's data.h5 (a second round of
+    learning) treats its frames as initial data: the earlier loop's bookkeeping (which
+    iteration labelled a frame) must not make this loop skip its own iteration-0 labels."""
+    import tomllib
+
+    from ase.calculators.emt import EMT
+
+    from tfn_md.data import DatasetWriter
+    from tfn_md.learn.config import LearnConfig
+    from tfn_md.learn.loop import AL_INDEX, AL_ITERATION, Learner
+
+    earlier = tmp_path / "earlier.h5"
+    frames = []
+    for k in range(3):
+        atoms = bulk("Cu", cubic=True) * (2, 1, 1)
+        atoms.rattle(0.05, seed=k)
+        atoms.calc = EMT()
+        atoms.get_forces()
+        atoms.info.update({AL_ITERATION: 0, AL_INDEX: k})
+        frames.append(atoms)
+    with DatasetWriter(earlier, append=False) as writer:
+        writer.extend(frames)
+    with H5Dataset(earlier) as ds:
+        assert AL_ITERATION in ds.fields  # the earlier loop's labels carry it
+    config = _setup(tmp_path, "ase.calculators.emt:EMT")
+    raw = tomllib.loads(config.read_text())
+    raw["initial"] = {"data": str(earlier), "n": 0}
+    cfg = LearnConfig.from_dict(raw, base_dir=tmp_path)
+    learner = Learner(cfg, progress=False)
+    learner.out.mkdir(parents=True)
+    learner.initial()
+    with H5Dataset(learner.data) as ds:
+        assert len(ds) == 3 and AL_ITERATION not in ds.fields and AL_INDEX not in ds.fields
+        assert ds.mask("forces").all()
+    assert learner.labels_so_far() == 0

@@ -164,11 +164,16 @@ class Learner:
     def initial(self) -> None:
         c = self.cfg.initial
         if c.data and not self.data.exists():  # the whole copy appears at once, or nothing
+            # without an earlier loop's bookkeeping: its frames are this loop's initial
+            # data, not labels of this loop's iterations (budget, resume, report)
+            own = {AL_ITERATION, AL_INDEX, AL_SPREAD, AL_ENERGY_SPREAD}
             with H5Dataset(c.data) as source, atomic_path(self.data) as tmp:
-                extra = [f for f in source.fields.values() if f.optional]
+                extra = [f for f in source.fields.values() if f.optional and f.name not in own]
                 self._say(f"initial data: copying {len(source)} frames from {c.data}")
                 with DatasetWriter(tmp, append=False, fields=extra) as writer:
-                    writer.extend_arrays(source.get_arrays(k) for k in range(len(source)))
+                    writer.extend_arrays(
+                        {k: v for k, v in source.get_arrays(i).items() if k not in own}
+                        for i in range(len(source)))
         if c.n == 0:
             return
         total = c.n * len(c.temperatures)
