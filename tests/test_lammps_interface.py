@@ -50,6 +50,15 @@ def rattled_cu(m, seed=0):
     return atoms
 
 
+def alloy():
+    """A random 3-layer Ag/Cu model with ZBL pairs, and a rattled Ag/Cu cell for it."""
+    torch.manual_seed(0)
+    model = TFN(["Ag", "Cu"], channels=8, l_max=2, layers=3, cutoff=4.0, zbl=True).double()
+    atoms = rattled_cu(2, seed=5)
+    atoms.symbols[::3] = "Ag"
+    return model, atoms
+
+
 def assert_matches(got, want, tol=TOL):
     for name, g, w in zip(("energy", "energies", "forces", "stress"), got, want):
         if w is None:
@@ -80,10 +89,7 @@ def test_ethanol_in_vacuum_matches_calculator(n_ranks):
 
 def test_three_layers_two_elements_and_zbl():
     """Pruning with depth 3, element mapping and ZBL pairs, on a random alloy model."""
-    torch.manual_seed(0)
-    model = TFN(["Ag", "Cu"], channels=8, l_max=2, layers=3, cutoff=4.0, zbl=True).double()
-    atoms = rattled_cu(2, seed=5)
-    atoms.symbols[::3] = "Ag"
+    model, atoms = alloy()
     pot = TFNMLIAP(model, dtype="float64")
     for n_ranks in (1, 3):
         assert_matches(run_ranks(pot, atoms, n_ranks), reference(atoms, model))
@@ -94,10 +100,7 @@ def test_compiled_program_matches_calculator(compiler, tmp_path, monkeypatch):
     (tfn_md.compiled_local); three layers (three depth groups), two elements and ZBL,
     on 2 emulated ranks and over steps whose group sizes change."""
     monkeypatch.setenv("TFN_MD_CACHE", str(tmp_path))
-    torch.manual_seed(0)
-    model = TFN(["Ag", "Cu"], channels=8, l_max=2, layers=3, cutoff=4.0, zbl=True).double()
-    base = rattled_cu(2, seed=5)
-    base.symbols[::3] = "Ag"
+    model, base = alloy()
     pot = TFNMLIAP(model, dtype="float64", compile=True)
     for step, n_ranks in enumerate((2, 2)):
         atoms = base.copy()

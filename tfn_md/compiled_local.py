@@ -48,6 +48,13 @@ def group_sizes(prefix: list[int]) -> list[int]:
     return [b - a for a, b in zip([0] + prefix[:-1], prefix)]
 
 
+def placed(sizes, caps) -> tuple[np.ndarray, np.ndarray]:
+    """Where the items of consecutive groups of ``sizes`` go when every group is padded
+    to its capacity ``caps``: their positions [sum(sizes)] and the groups' starts."""
+    starts = np.cumsum([0, *caps[:-1]])
+    return np.arange(sum(sizes)) + np.repeat(starts - np.cumsum([0, *sizes[:-1]]), sizes), starts
+
+
 class CompiledLocalEnergies:
     """Compiled ``(E_i of the rank's atoms, dE/dr_ij)`` of ``model`` (an inference copy:
     frozen weights, radial tables set) for pruned graphs of up to ``MAX_EDGES`` edges.
@@ -104,12 +111,8 @@ class CompiledLocalEnergies:
         mask [A_0]) and where the real atoms and edges went in them."""
         device, dtype = self.isolated.device, self.isolated.dtype
         atom_caps, edge_caps = np.array(caps[0]), np.array(caps[1])
-        atom_start = np.concatenate([[0], np.cumsum(atom_caps)[:-1]])
-        edge_start = np.concatenate([[0], np.cumsum(edge_caps)[:-1]])
-        real_start = np.concatenate([[0], np.cumsum(atoms)[:-1]])
-        atom_at = np.arange(sum(atoms)) + np.repeat(atom_start - real_start, atoms)
-        edge_at = np.arange(sum(edges)) + np.repeat(
-            edge_start - np.concatenate([[0], np.cumsum(edges)[:-1]]), edges)
+        atom_at, atom_start = placed(atoms, atom_caps)
+        edge_at, _ = placed(edges, edge_caps)
         padded_species = np.zeros(atom_caps.sum(), dtype=np.int64)
         padded_species[atom_at] = species
         padded_vectors = np.zeros((edge_caps.sum(), 3))

@@ -65,6 +65,7 @@ __all__ = ["Learner", "select"]
 AL_ITERATION, AL_INDEX = "al_iteration", "al_index"  # which selected frame a label is
 AL_SPREAD = "al_force_spread"  # eV/A: the frame's force spread (explore.statistic) then
 AL_ENERGY_SPREAD = "al_energy_spread"  # eV
+BOOKKEEPING = frozenset({AL_ITERATION, AL_INDEX, AL_SPREAD, AL_ENERGY_SPREAD})
 
 
 def select(spreads: np.ndarray, trajectories: np.ndarray, steps: np.ndarray, limit: int,
@@ -166,13 +167,13 @@ class Learner:
         if c.data and not self.data.exists():  # the whole copy appears at once, or nothing
             # without an earlier loop's bookkeeping: its frames are this loop's initial
             # data, not labels of this loop's iterations (budget, resume, report)
-            own = {AL_ITERATION, AL_INDEX, AL_SPREAD, AL_ENERGY_SPREAD}
             with H5Dataset(c.data) as source, atomic_path(self.data) as tmp:
-                extra = [f for f in source.fields.values() if f.optional and f.name not in own]
+                extra = [f for f in source.fields.values()
+                         if f.optional and f.name not in BOOKKEEPING]
                 self._say(f"initial data: copying {len(source)} frames from {c.data}")
                 with DatasetWriter(tmp, append=False, fields=extra) as writer:
                     writer.extend_arrays(
-                        {k: v for k, v in source.get_arrays(i).items() if k not in own}
+                        {k: v for k, v in source.get_arrays(i).items() if k not in BOOKKEEPING}
                         for i in range(len(source)))
         if c.n == 0:
             return
