@@ -7,9 +7,11 @@
     python benchmarks/bench_calculator.py --grid             # sizes, dtypes, l_max, channels
     ... --peer mace=/work/peers/mace/bin/python --peer nequip=/work/peers/nequip/bin/python
 
-Run it on an idle machine with OMP_NUM_THREADS=1 (the script sets torch's threads itself).
+Run it on an idle machine without OMP_NUM_THREADS (the script sets torch's threads itself
+per row; the rows marked "default" run with the thread count torch and tblite pick).
 
-Ethanol latency (``--section ethanol``): ase.build.molecule("CH3CH2OH"), 1 thread, float32,
+Ethanol latency (``--section ethanol``): ase.build.molecule("CH3CH2OH"), 1 thread (and
+the compiled default-skin calculator and GFN2-xTB also at the default threads), float32,
 milliseconds per energy + forces call through each engine's ASE calculator, positions
 perturbed by 1e-3 A before every call (as ../shared/peers/common.py does), median of
 ``--ethanol-calls`` calls after 10 untimed warm-up calls. Rows: tfn_md with the shipped
@@ -31,7 +33,7 @@ same model, graph and autograd response, in the same process. The split of the e
 (neighbour list / forward / backward) and a FLOP count of the call come with it. MACE and
 NequIP run through the peers harness (../shared/peers, each in its own venv) in the same
 run with ``--peer NAME=PYTHON`` (repeatable); without it, their figures recorded on this
-machine are printed instead. ``--cu6912`` adds one row of 6912 atoms (float32, 1 thread,
+machine are printed instead. ``--cu6912`` adds rows of 6912 atoms (float32, 1 and 2 threads,
 tfn_md eager and compile=True, which there compiles the edge kernel's chunks: the graph is
 over the whole-program limit; without the e3nn reference).
 """
@@ -62,6 +64,7 @@ PEERS_RECORDED = {  # ../shared/peers/README.md: this machine, 1 thread, float32
     "NequIP (recorded)": 1.18,
     "e3nn TFN (recorded)": 1.07,
 }
+DEFAULT_THREADS = torch.get_num_threads()  # what a user gets (before this script sets any)
 PEAK_GFLOPS = 63.0  # measured fp32 matmul peak of this machine on 2 threads (issue 5)
 
 
@@ -242,9 +245,18 @@ def ethanol_latency(calls: int, peers: list[str], peers_dir: Path, warmup: int =
         except subprocess.CalledProcessError as err:  # a broken peer does not stop the rest
             tail = (err.stderr or "").strip().splitlines()[-1:] or ["?"]
             print(f"peer {name} failed on ethanol: {tail[0]}")
+    # the defaults a user gets: torch's and tblite's own thread count (one per core)
+    torch.set_num_threads(DEFAULT_THREADS)
+    calc = TFNCalculator("ethanol-gfn2", dtype=f32, compile=True)
+    label = f"tfn_md compile=True, default skin 0.5 A, {DEFAULT_THREADS} threads (default)"
+    rows[label], first[label] = median_ms(through(calc))
+    rows[f"GFN2-xTB (tblite), {DEFAULT_THREADS} threads (default)"] = 1e3 * run_peer(
+        "xtb", sys.executable, peers_dir, DEFAULT_THREADS, "ethanol", steps=calls)
+    torch.set_num_threads(1)
     xtb = rows["GFN2-xTB (tblite)"]
-    print(f"## Ethanol (9 atoms): 1 thread, float32, median of {calls} E+F calls\n")
-    print("| engine | ms per E+F call | GFN2-xTB / engine |")
+    print(f"## Ethanol (9 atoms): 1 thread where not said, float32, median of {calls} E+F "
+          "calls\n")
+    print("| engine | ms per E+F call | GFN2-xTB (1 thread) / engine |")
     print("|---|---|---|")
     for label, ms in rows.items():
         print(f"| {label} | {ms:.3f} | {xtb / ms:.2f}x |")
@@ -336,8 +348,9 @@ def main():
     if args.section in ("all", "cu"):
         cu_headline(args)
     if args.cu6912:
-        print("\n## Cu 6912, channels 32, l_max 2, float32, 1 thread, E+F+S\n")
-        print_rows([bench_one("cu6912", torch.float32, 2, 32, 1, args.repeats, reference=False)])
+        print("\n## Cu 6912, channels 32, l_max 2, float32, 1 and 2 threads, E+F+S\n")
+        print_rows([bench_one("cu6912", torch.float32, 2, 32, threads, args.repeats,
+                              reference=False) for threads in (1, 2)])
     if args.grid:
         grid = []
         for name in ("ethanol", "cu864", "cu6912"):

@@ -1,13 +1,16 @@
 """End-to-end time of the README's main job, beside the same MD driven by GFN2-xTB.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_md.py                 # 2000 steps
-    OMP_NUM_THREADS=1 python benchmarks/bench_md.py --steps 500 --skip-xtb
-    OMP_NUM_THREADS=1 python benchmarks/bench_md.py --cold-cache    # compile from scratch
+    python benchmarks/bench_md.py                 # 2000 steps, default threads and 1 thread
+    python benchmarks/bench_md.py --steps 500 --skip-xtb
+    python benchmarks/bench_md.py --cold-cache    # compile from scratch
+    python benchmarks/bench_md.py --threads default   # only the user's default setting
 
-The job: ``tfn-md --threads 1 md --potential ethanol-gfn2 --molecule CH3CH2OH --steps 2000
+The job: ``tfn-md md --potential ethanol-gfn2 --molecule CH3CH2OH --steps 2000
 --temperature 300 -o ethanol.traj`` (Langevin NVT, 0.5 fs, friction 0.01/fs, a frame every
 10 steps; calculator defaults: the potential's float32, skin 0.5, compile="auto", which
-compiles after the first 20 eager calls). Three runs, each in a fresh process, 1 thread:
+compiles after the first 20 eager calls). Three runs, each in a fresh process, for each
+thread setting: "default" (no thread flag, no OMP_NUM_THREADS: what a user gets; torch
+and tblite take one thread per core) and "1" (``tfn-md --threads 1``, OMP_NUM_THREADS=1):
 
 * tfn_md CLI: the command above as it is, in a temporary folder; its wall time from
   process launch to exit, and the speed it prints itself (its ``wall_seconds`` are those
@@ -19,9 +22,9 @@ compiles after the first 20 eager calls). Three runs, each in a fresh process, 1
   "import + load" (imports, potential, calculator, velocities) and "first steps" (eager
   calls and compiling); steps/s = (steps - warm) / the second ``dyn.run``.
 * GFN2-xTB in-process: the same MD and split with ``tblite.ase.TBLite(method="GFN2-xTB",
-  verbosity=0)``, OMP_NUM_THREADS=1.
+  verbosity=0)``, under the same thread setting.
 
-Compiled programs are cached on disk (tfn_md.compiled.cache_dir()): by default the runs use
+Compiled programs are cached on disk (tfn_md.programs.cache_dir()): by default the runs use
 the ordinary cache (a program compiled by an earlier run loads in about a second);
 ``--cold-cache`` gives each tfn_md run fresh, empty tfn_md and Inductor caches, so the
 first run of a new installation is timed.
@@ -41,7 +44,7 @@ TIMESTEP, FRICTION, TEMPERATURE, INTERVAL, SEED = 0.5, 0.01, 300.0, 10, 0  # tfn
 CLI = Path(sys.executable).with_name("tfn-md")
 
 
-def worker(engine: str, steps: int, launched: float, out: str) -> None:
+def worker(engine: str, steps: int, launched: float, out: str, threads: str) -> None:
     """One in-process MD run; prints a JSON line of timestamps (time.time(), so that the
     parent's launch time counts)."""
     import numpy as np
@@ -57,7 +60,8 @@ def worker(engine: str, steps: int, launched: float, out: str) -> None:
 
         from tfn_md import TFNCalculator
 
-        torch.set_num_threads(1)
+        if threads != "default":
+            torch.set_num_threads(int(threads))
         atoms.calc = TFNCalculator("ethanol-gfn2")  # the CLI's defaults
     else:
         from tblite.ase import TBLite
@@ -92,10 +96,17 @@ def worker(engine: str, steps: int, launched: float, out: str) -> None:
                       "mean_temperature_K": float(np.mean(log["temperature_K"]))}))
 
 
-def run_worker(engine: str, steps: int, folder: Path, env: dict) -> dict:
+def thread_env(threads: str) -> dict:
+    """The environment of a run: the user's, with OMP_NUM_THREADS as ``threads`` says."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    return env if threads == "default" else {**env, "OMP_NUM_THREADS": threads}
+
+
+def run_worker(engine: str, steps: int, folder: Path, env: dict, threads: str) -> dict:
     launched = time.time()
     cmd = [sys.executable, __file__, "--worker", engine, "--steps", str(steps),
-           "--launched", repr(launched), "--out", str(folder / f"{engine}.traj")]
+           "--launched", repr(launched), "--out", str(folder / f"{engine}.traj"),
+           "--threads", threads]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
     t = json.loads(out.strip().splitlines()[-1])
     ended = time.time()
@@ -106,8 +117,9 @@ def run_worker(engine: str, steps: int, folder: Path, env: dict) -> dict:
             "mean_temperature_K": t["mean_temperature_K"]}
 
 
-def run_cli(steps: int, folder: Path, env: dict) -> dict:
-    cmd = [str(CLI), "--threads", "1", "md", "--potential", "ethanol-gfn2", "--molecule",
+def run_cli(steps: int, folder: Path, env: dict, threads: str) -> dict:
+    flags = [] if threads == "default" else ["--threads", threads]
+    cmd = [str(CLI), *flags, "md", "--potential", "ethanol-gfn2", "--molecule",
            "CH3CH2OH", "--steps", str(steps), "--temperature", "300", "-o", "ethanol.traj"]
     start = time.perf_counter()
     out = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, env=env,
@@ -125,49 +137,57 @@ def main():
     parser.add_argument("--skip-xtb", action="store_true", help="no GFN2-xTB run")
     parser.add_argument("--cold-cache", action="store_true",
                         help="fresh, empty compile caches for each tfn_md run")
+    parser.add_argument("--threads", action="append", choices=["default", "1", "2"],
+                        help="thread settings to run (repeatable; default: default and 1)")
     parser.add_argument("--worker", choices=["tfn_md", "xtb"], help=argparse.SUPPRESS)
     parser.add_argument("--launched", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.worker, args.steps, args.launched, args.out)
+        return worker(args.worker, args.steps, args.launched, args.out, args.threads[0])
     if args.steps <= WARM:
         parser.error(f"--steps must be more than {WARM}")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-
-        def tfn_env(name):
-            if not args.cold_cache:
-                return env
-            cache = tmp / f"cache-{name}"
-            return {**env, "TFN_MD_CACHE": str(cache / "tfn_md"),
-                    "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")}
-
-        cli = run_cli(args.steps, tmp, tfn_env("cli"))
-        ours = run_worker("tfn_md", args.steps, tmp, tfn_env("worker"))
-        xtb = None if args.skip_xtb else run_worker("xtb", args.steps, tmp, env)
     cache = "fresh, empty (--cold-cache)" if args.cold_cache else "the ordinary disk cache"
-    print(f"## Ethanol Langevin MD, {args.steps} steps of {TIMESTEP} fs at {TEMPERATURE:.0f} K, "
-          f"1 thread; tfn_md compile cache: {cache}\n")
-    print(f"| run | import + load s | first {WARM} steps s | start-up s | "
+    print(f"## Ethanol Langevin MD, {args.steps} steps of {TIMESTEP} fs at {TEMPERATURE:.0f} K; "
+          f"tfn_md compile cache: {cache}\n")
+    print(f"| threads | run | import + load s | first {WARM} steps s | start-up s | "
           f"steps/s after start-up | total wall s |")
-    print("|---|---|---|---|---|---|")
-    print(f"| tfn_md CLI (`tfn-md --threads 1 md ...`) | {cli['outside_run']:.2f} (all time "
-          f"outside dyn.run) | - | - | {cli['steps_per_s']:.0f} (its own figure: all steps, "
-          f"start-up included) | {cli['total']:.2f} |")
-    for name, r in (("tfn_md in-process", ours), ("GFN2-xTB in-process", xtb)):
-        if r is not None:
-            print(f"| {name} | {r['import_load']:.2f} | {r['first']:.2f} | {r['startup']:.2f} | "
-                  f"{r['steps_per_s']:.0f} | {r['total']:.2f} |")
-    print(f"\ntfn_md in-process: {ours['compiled_programs']} compiled program(s) in use after "
-          f"start-up. Mean temperatures (K): CLI {cli['mean_temperature_K']:.1f}, tfn_md "
-          f"in-process {ours['mean_temperature_K']:.1f}"
-          + ("" if xtb is None else f", GFN2-xTB {xtb['mean_temperature_K']:.1f}") + ".")
-    if xtb is not None:
-        print(f"Steps/s after start-up, tfn_md / GFN2-xTB: "
-              f"{ours['steps_per_s'] / xtb['steps_per_s']:.2f}x; total wall time, GFN2-xTB / "
-              f"tfn_md CLI: {xtb['total'] / cli['total']:.2f}x.")
+    print("|---|---|---|---|---|---|---|")
+    summary = []
+    for threads in args.threads or ["default", "1"]:
+        env = thread_env(threads)
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+
+            def tfn_env(name):
+                if not args.cold_cache:
+                    return env
+                cache = tmp / f"cache-{name}"
+                return {**env, "TFN_MD_CACHE": str(cache / "tfn_md"),
+                        "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")}
+
+            cli = run_cli(args.steps, tmp, tfn_env("cli"), threads)
+            ours = run_worker("tfn_md", args.steps, tmp, tfn_env("worker"), threads)
+            xtb = None if args.skip_xtb else run_worker("xtb", args.steps, tmp, env, threads)
+        flag = "" if threads == "default" else f"--threads {threads} "
+        print(f"| {threads} | tfn_md CLI (`tfn-md {flag}md ...`) | {cli['outside_run']:.2f} "
+              f"(all time outside dyn.run) | - | - | {cli['steps_per_s']:.0f} (its own figure: "
+              f"all steps, start-up included) | {cli['total']:.2f} |", flush=True)
+        for name, r in (("tfn_md in-process", ours), ("GFN2-xTB in-process", xtb)):
+            if r is not None:
+                print(f"| {threads} | {name} | {r['import_load']:.2f} | {r['first']:.2f} | "
+                      f"{r['startup']:.2f} | {r['steps_per_s']:.0f} | {r['total']:.2f} |",
+                      flush=True)
+        line = (f"threads {threads}: tfn_md in-process {ours['compiled_programs']} compiled "
+                f"program(s) after start-up; mean temperatures (K): CLI "
+                f"{cli['mean_temperature_K']:.1f}, in-process {ours['mean_temperature_K']:.1f}")
+        if xtb is not None:
+            line += (f", GFN2-xTB {xtb['mean_temperature_K']:.1f}. Steps/s after start-up, "
+                     f"tfn_md / GFN2-xTB: {ours['steps_per_s'] / xtb['steps_per_s']:.2f}x; "
+                     f"total wall time, GFN2-xTB / tfn_md CLI: "
+                     f"{xtb['total'] / cli['total']:.2f}x")
+        summary.append(line + ".")
+    print("\n" + "\n".join(summary))
 
 
 if __name__ == "__main__":

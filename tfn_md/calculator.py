@@ -209,11 +209,9 @@ class TFNCalculator(Calculator):
         }
         if keys.VECTORS in out:
             self.results[keys.VECTORS] = out[keys.VECTORS].detach().cpu().double().numpy()
-        if heads:
-            from .uncertainty import spread_of
-
-            spread = spread_of(out[keys.ENERGY_HEADS].detach().double(), 1)
-            self.results[keys.ENERGY_SPREAD] = float(spread.sum().item())
+        if heads:  # population standard deviation of the K head energies [1, K]
+            spread = out[keys.ENERGY_HEADS].detach().cpu().double().numpy().std()
+            self.results[keys.ENERGY_SPREAD] = float(spread)
         if keys.FORCES_SPREAD in out:
             self.results[keys.FORCES_SPREAD] = (
                 out[keys.FORCES_SPREAD].detach().cpu().double().numpy())

@@ -19,16 +19,16 @@ padding edges no weight and no gradient; real atoms have no edge to padding atom
 the energy sums real atoms only.
 
 Compiling needs a C++ compiler (Inductor's CPU backend) or a GPU (Triton) and takes
-20-40 s per program. Programs are cached on disk (:func:`cache_dir`), keyed by a hash of
-the weights, configuration, shapes, dtype, device, torch version and the model's source
-code, so a later process loads one in about a second. Any failure gives one warning and
-the eager path.
+20-40 s per program, in a child process. Programs are cached on disk
+(:func:`tfn_md.programs.cache_dir`), keyed by a hash of the weights, configuration,
+shapes, dtype, device, the model's source code and the build (:mod:`tfn_md.programs`:
+compiler, ISA, torch, Inductor options), so a later process loads one in about a second.
+Every program is checked against the eager path on its first call. Any failure gives one
+warning and the eager path.
 """
 
 import functools
 import hashlib
-import os
-import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -38,28 +38,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import __version__, keys
+from . import __version__, keys, programs
 from .graph import Graph
-from .nn.edge_kernel import unchunked
+from .programs import cache_dir
 from .response import compute_response
 
 __all__ = ["CompiledResponse", "bucket", "cache_dir"]
 
-FORMAT = 1  # of the cached programs: bump when the traced computation changes
+FORMAT = 2  # of the cached programs: bump when the traced computation changes
 
 COMPILE_AFTER = 20  # compile="auto": calls of one atom bucket before it is compiled
 HEADROOM = 1.25  # a new program takes this many times the edges it was asked for
 MAX_EDGES = 1 << 16  # larger graphs run eagerly (chunked kernel; compiled whole they
 # would materialise [E, K, c] tensors and take minutes to compile)
-
-
-def cache_dir() -> Path:
-    """Where compiled programs are kept between processes: ``$TFN_MD_CACHE``, else
-    ``$XDG_CACHE_HOME/tfn_md/compiled``, else ``~/.cache/tfn_md/compiled``."""
-    if os.environ.get("TFN_MD_CACHE"):
-        return Path(os.environ["TFN_MD_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tfn_md" / "compiled"
 
 
 @functools.cache
@@ -139,7 +130,10 @@ class CompiledResponse:
                 return None
             self.programs.setdefault(group, {})[inputs.edge_index.shape[1]] = (program, inputs)
         self._fill(inputs, numbers, species, positions, cell, pairs)
-        energies, forces, *rest = program(*inputs.tensors)
+        result = program(*inputs.tensors)  # None: it failed its check (this bucket: eager)
+        if result is None:
+            return None
+        energies, forces, *rest = result
         out = {keys.ENERGIES: energies[:n], keys.FORCES: forces[:n]}
         out[keys.ENERGY] = out[keys.ENERGIES].sum()[None]
         if stress:
@@ -202,39 +196,16 @@ class CompiledResponse:
         return response
 
     def _compile(self, inputs: tuple, stress: bool):
-        """The response for ``inputs``' shapes as one AOTInductor program (C++ kernels and
-        wrapper: no Python between kernels), from the disk cache or traced, deduplicated
-        and compiled now (then cached); None on failure."""
+        """The response for ``inputs``' shapes as one checked program
+        (:func:`tfn_md.programs.build`); None on failure (then never again)."""
         try:
             key = program_key(self.model, self.isolated, inputs, ("response", stress))
-            return aoti_program(self._response(stress), inputs, key)
-        except Exception as err:  # no C++ toolchain, unsupported op or platform, ...
+            return programs.build(self._response(stress), inputs, key)
+        except Exception as err:  # no C++ toolchain, unsafe cache, unsupported op, ...
             self.failed = True
             warnings.warn(f"compiling the TFN response failed ({type(err).__name__}: {err}); "
                           "using the eager path", RuntimeWarning, stacklevel=3)
             return None
-
-
-def aoti_program(function, inputs: tuple, key: str):
-    """``function(*inputs)`` as an AOTInductor program for these shapes: loaded from the
-    disk cache (``key``) or traced with ``make_fx`` (autograd included, chunking off),
-    deduplicated (the backward recomputes forward terms), compiled and cached atomically."""
-    path = cache_dir() / f"{key}.pt2"
-    if not path.is_file():
-        from torch.fx.experimental.proxy_tensor import make_fx
-        from torch.fx.passes.dialect.common.cse_pass import CSEPass
-
-        with unchunked(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations
-            traced = make_fx(function)(*inputs)
-            traced = CSEPass()(traced).graph_module
-            exported = torch.export.export(traced, inputs)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=path.parent) as folder:
-                tmp = os.path.join(folder, path.name)
-                torch._inductor.aoti_compile_and_package(exported, package_path=tmp)
-                os.replace(tmp, path)  # atomic: a concurrent process sees all or nothing
-    return torch._inductor.aoti_load_package(str(path))
 
 
 def program_key(model, isolated: Tensor, inputs: tuple, what: tuple) -> str:

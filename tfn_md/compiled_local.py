@@ -4,7 +4,7 @@ A rank's pruned graph (:mod:`tfn_md.receptive`) holds its atoms in depth groups
 d = 0..L (d = 0: the rank's own atoms) and its edges in groups by the depth of their
 centre, d = 0..L-1; layer k reads the edge groups d <= L - k and writes the atom groups
 d <= L - k. :class:`CompiledLocalEnergies` traces ``TFN.local_energies`` and its
-gradient dE/dr_ij into one AOTInductor program (:func:`tfn_md.compiled.aoti_program`),
+gradient dE/dr_ij into one checked AOTInductor program (:func:`tfn_md.programs.build`),
 as :class:`tfn_md.compiled.CompiledResponse` does for the calculator.
 
 The group sizes change from step to step, so every group is padded to a capacity
@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .compiled import aoti_program, program_key
+from . import programs
+from .compiled import program_key
 from .receptive import ReceptiveField
 
 __all__ = ["MAX_EDGES", "CompiledLocalEnergies"]
@@ -101,7 +102,10 @@ class CompiledLocalEnergies:
             if program is None:
                 return None
             self.programs[caps] = program
-        energies, grad = self.programs[caps](*inputs)
+        result = self.programs[caps](*inputs)  # None: it failed its check (then eager)
+        if result is None:
+            return None
+        energies, grad = result
         n_targets = field.n_atoms[-1]
         return (energies[atom_at[:n_targets]].double().cpu().numpy(),
                 grad[edge_at].double().cpu().numpy())
@@ -145,8 +149,8 @@ class CompiledLocalEnergies:
 
         try:
             key = program_key(model, isolated, inputs, ("local", caps))
-            return aoti_program(response, inputs, key)
-        except Exception as err:  # no C++ toolchain, unsupported op or platform, ...
+            return programs.build(response, inputs, key)
+        except Exception as err:  # no C++ toolchain, unsafe cache, unsupported op, ...
             self.failed = True
             warnings.warn(f"compiling the TFN local energies failed ({type(err).__name__}: "
                           f"{err}); using the eager path", RuntimeWarning, stacklevel=3)

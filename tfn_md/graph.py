@@ -211,13 +211,15 @@ class VerletList:
         if self.skin == 0:  # a fresh search every call: nothing to filter
             self.n_builds += 1
             return neighbour_list(atoms, self.cutoff)
-        check_atoms(atoms)
         if self._stale(atoms):
+            check_atoms(atoms)
             self._pairs = neighbour_list(atoms, self.cutoff + self.skin)
             self._ref = (atoms.positions.copy(), atoms.numbers.copy(), atoms.cell.array.copy(),
                          atoms.pbc.copy())
             self._kept = None
             self.n_builds += 1
+        elif not np.isfinite(atoms.positions).all():  # (NaN moves never look stale)
+            check_atoms(atoms)  # raises, naming the atoms
         i, j, s = self._pairs
         d = np.linalg.norm(atoms.positions[j] - atoms.positions[i] + s @ _box(atoms), axis=1)
         _check_distances(i, j, d)

@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..program_check import TOLERANCE, compare
+
 __all__ = ["Block", "EdgePlan", "MLPRadial", "TableRadial", "chunk_edges", "fused_edge_conv"]
 
 CHUNK_ELEMENTS = 1 << 19  # about 2 MB of float32 per [chunk, K, c] tensor
@@ -350,13 +352,22 @@ def _kernel(plan: EdgePlan, radial, kind: str, args: list, weights: list,
 
         try:
             t_compiled = seconds(compiled)
-        except Exception as err:  # no C++ toolchain, unsupported platform, ...
+            problem = compare(_outputs(compiled(*args, *weights)),
+                              _outputs(body(*args, *weights)), TOLERANCE[args[0].dtype])
+            if problem is not None:  # checked once against the eager body, as programs are
+                raise RuntimeError(f"it disagrees with the eager kernel: {problem}")
+        except Exception as err:  # no C++ toolchain, unsupported platform, wrong code, ...
             warnings.warn(f"torch.compile of the edge kernel failed ({type(err).__name__}: "
                           f"{err}); using the eager kernel", RuntimeWarning, stacklevel=2)
             t_compiled = float("inf")
         faster = t_compiled < float("inf") and (not AUTOTUNE or t_compiled < seconds(body))
         plan.kernels[key] = (compiled, True) if faster else (body, False)
     return plan.kernels[key][0]
+
+
+def _outputs(out) -> list[Tensor]:
+    """A chunk body's outputs as a list of tensors (None gradients left out)."""
+    return [t for t in (out if isinstance(out, tuple) else (out,)) if t is not None]
 
 
 def fused_edge_conv(xt: Tensor, y: Tensor, edge_inputs: tuple, params: tuple, radial,
