@@ -6,15 +6,15 @@ both come from :func:`build`.
 
 Serial code. Programs are generated with Inductor's ``cpp.threads = 1`` (``CODEGEN``),
 whatever torch's thread count. Root cause of the heap corruption this prevents (torch 2.13
-and earlier, pytorch/pytorch#191837, fixed upstream by pull request 191861): for an
+and earlier, pytorch/pytorch#191837; pull request 191861 upstream fixes it): for an
 ``index_put(accumulate=True)`` (a scatter-add: our force and message sums) whose source is
 transposed, Inductor's CPU backend writes a 2-D tiled kernel; generated for more than one
 thread, it stores through ``atomic_add_vec``, and ``CppTile2DKernel.store`` applies the
 tile's inner-index offset twice (``x0 + 2*x0_inner`` where ``x0 + x0_inner`` is meant).
 The scatter then adds into wrong elements and past the end of its buffer: wrong forces
 and ``double free or corruption``. Generated for one thread the same kernel uses a plain
-accumulating store and is exact; ``tests/test_inductor_workaround.py`` keeps a
-ten-line reproduction and reports whether the installed torch still needs this. Serial
+accumulating store and is exact; ``tests/test_compiled_safety.py`` keeps a ten-line
+reproduction and reports whether the installed torch still needs this. Serial
 code is also the faster choice here (2 cores, 32 channels, float32; per call, torch at 2
 threads): ethanol 0.33 ms serial against 0.52 ms parallel (with the bug patched), Cu 864
 E+F+S 67 ms against 127 ms: atomic adds under contention and an OpenMP fork/join per
@@ -25,8 +25,9 @@ ones are traced as loops (see ``SMALL_PRODUCTS``).
 Safe by construction:
 
 - The cache key (:func:`fingerprint`) holds what the generated code depends on beyond the
-  caller's key: Inductor options, the vector ISA Inductor picks, the CPU, the C++
-  compiler and its version, the torch build.
+  caller's key: Inductor options (``CODEGEN`` and any ``TORCHINDUCTOR_*`` environment
+  variables), the vector ISA Inductor picks, the CPU, the C++ compiler and its version,
+  the torch build. Generated code no longer depends on torch's thread count.
 - A new program is compiled in a child process (about 3 s more than the 20-40 s of the
   compile itself), which also loads it and checks it against the exported graph run
   eagerly: a program that crashes takes down the child only, and is never cached.
@@ -60,7 +61,9 @@ from .program_check import TOLERANCE, compare
 __all__ = ["CODEGEN", "TOLERANCE", "Program", "ProgramError", "build", "cache_dir",
            "fingerprint"]
 
-CODEGEN = {"cpp.threads": 1}  # Inductor options of every program (see the module docstring)
+# Inductor options of every program (see the module docstring); dynamic_threads would
+# bring the parallel atomic-add path back even for one thread
+CODEGEN = {"cpp.threads": 1, "cpp.dynamic_threads": False}
 WORKER = Path(__file__).with_name("program_check.py")
 
 
@@ -163,8 +166,10 @@ def fingerprint(device: torch.device) -> str:
     ISA, CPU, C++ compiler and version, torch build, and the GPU for CUDA programs."""
     from torch._inductor.cpu_vec_isa import pick_vec_isa
 
-    parts = [json.dumps(CODEGEN, sort_keys=True), f"small products {SMALL_PRODUCT}",
-             str(pick_vec_isa()), _cpu(),
+    inductor_env = sorted((k, v) for k, v in os.environ.items()  # the child's options
+                          if k.startswith("TORCHINDUCTOR_") and not k.endswith("CACHE_DIR"))
+    parts = [json.dumps(CODEGEN, sort_keys=True), repr(inductor_env),
+             f"small products {SMALL_PRODUCT}", str(pick_vec_isa()), _cpu(),
              _compiler_version(), torch.__version__, str(torch.version.git_version),
              str(torch.version.debug), platform.machine()]
     if device.type == "cuda":
@@ -276,6 +281,17 @@ def build(function, inputs: tuple, key: str, eager=None) -> Program:
     return Program(runner, path, function if eager is None else eager, dtype)
 
 
+def _python() -> str:
+    """This environment's Python interpreter (inside LAMMPS, ``sys.executable`` is ``lmp``)."""
+    if Path(sys.executable).name.startswith("python"):
+        return sys.executable
+    for name in ("python3", "python"):
+        candidate = Path(sys.prefix) / "bin" / name
+        if candidate.is_file():
+            return str(candidate)
+    return sys.executable
+
+
 def _compile_in_child(exported, inputs: tuple, folder: Path, key: str,
                       dtype: torch.dtype) -> Path:
     """Compile ``exported`` in a child process (:mod:`tfn_md.program_check`), which also
@@ -287,7 +303,7 @@ def _compile_in_child(exported, inputs: tuple, folder: Path, key: str,
         (work / "job.json").write_text(json.dumps({
             "inductor": CODEGEN, "tolerance": TOLERANCE[dtype],
             "device": str(inputs[0].device)}))
-        run = subprocess.run([sys.executable, str(WORKER), str(work)], capture_output=True,
+        run = subprocess.run([_python(), str(WORKER), str(work)], capture_output=True,
                              text=True)
         if run.returncode != 0:
             tail = (run.stderr or run.stdout).strip().splitlines()[-3:]
