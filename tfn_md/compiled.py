@@ -200,7 +200,8 @@ class CompiledResponse:
         (:func:`tfn_md.programs.build`); None on failure (then never again)."""
         try:
             key = program_key(self.model, self.isolated, inputs, ("response", stress))
-            return programs.build(self._response(stress), inputs, key)
+            small = inputs[4].shape[1] <= programs.SMALL_PROGRAM  # edge_index [2, E]
+            return programs.build(self._response(stress), inputs, key, small=small)
         except Exception as err:  # no C++ toolchain, unsafe cache, unsupported op, ...
             self.failed = True
             warnings.warn(f"compiling the TFN response failed ({type(err).__name__}: {err}); "

@@ -149,7 +149,8 @@ class CompiledLocalEnergies:
 
         try:
             key = program_key(model, isolated, inputs, ("local", caps))
-            return programs.build(response, inputs, key)
+            return programs.build(response, inputs, key,
+                                  small=sum(caps[1]) <= programs.SMALL_PROGRAM)
         except Exception as err:  # no C++ toolchain, unsafe cache, unsupported op, ...
             self.failed = True
             warnings.warn(f"compiling the TFN local energies failed ({type(err).__name__}: "

@@ -18,9 +18,9 @@ reproduction and reports whether the installed torch still needs this. Serial
 code is also the faster choice here (2 cores, 32 channels, float32; per call, torch at 2
 threads): ethanol 0.33 ms serial against 0.52 ms parallel (with the bug patched), Cu 864
 E+F+S 67 ms against 127 ms: atomic adds under contention and an OpenMP fork/join per
-microsecond kernel cost more than the second core gives. Matrix products of more than
-``SMALL_PRODUCT`` multiply-adds stay BLAS calls, which use torch's intra-op threads; smaller
-ones are traced as loops (see ``SMALL_PRODUCTS``).
+microsecond kernel cost more than the second core gives. Matrix products stay BLAS calls,
+which use torch's intra-op threads, except the small ones of small programs, which are
+traced as loops (see ``SMALL_PRODUCTS``).
 
 Safe by construction:
 
@@ -67,7 +67,8 @@ CODEGEN = {"cpp.threads": 1, "cpp.dynamic_threads": False}
 WORKER = Path(__file__).with_name("program_check.py")
 
 
-SMALL_PRODUCT = 1 << 16  # multiply-adds: smaller matrix products are traced as loops
+SMALL_PRODUCT = 1 << 16  # multiply-adds: smaller matrix products are traced as loops ...
+SMALL_PROGRAM = 4096  # ... in programs of at most this many edges (molecules)
 
 
 def _small(a, b) -> bool:
@@ -95,12 +96,14 @@ def _addmm(bias, a, b, beta=1, alpha=1):
     return beta * bias + alpha * product
 
 
-# Small matrix products become loops that Inductor fuses into its serial kernels instead
-# of BLAS calls, which fork torch's OpenMP threads even for a 96x9x9 product (100 us each
-# where the threads must wake up). ethanol-gfn2's program, per call at 1 / 2 threads:
-# 266 / 305 us with every product a BLAS call, 271 / 269 us with products up to 2^16
-# multiply-adds as loops, 670 / 710 us with products up to 2^18 as loops (larger
-# products are faster in BLAS)
+# In small programs, small matrix products become loops that Inductor fuses into its
+# serial kernels instead of BLAS calls, which fork torch's OpenMP threads even for a
+# 96x9x9 product (100 us each where the threads must wake up). ethanol-gfn2's program,
+# per call at 1 / 2 threads: 266 / 305 us with every product a BLAS call, 271 / 269 us
+# with products up to 2^16 multiply-adds as loops, 670 / 710 us with products up to 2^18
+# as loops (larger products are faster in BLAS). In large programs the same loops cost
+# more than the fork/join they save: Cu 864 (37k edges, E+F+S, 1 / 2 threads) 50 / 47 ms
+# with BLAS calls, 105 / 100 ms with products up to 2^16 as loops.
 SMALL_PRODUCTS = {torch.ops.aten.mm.default: _mm, torch.ops.aten.bmm.default: _bmm,
                   torch.ops.aten.addmm.default: _addmm}
 
@@ -249,16 +252,17 @@ def _cached(folder: Path, key: str) -> Path | None:
     return found
 
 
-def build(function, inputs: tuple, key: str, eager=None) -> Program:
+def build(function, inputs: tuple, key: str, eager=None, small: bool = False) -> Program:
     """``function(*inputs)`` (tensors in, a tuple of tensors out) as a checked AOTInductor
     :class:`Program` for these shapes: from the disk cache, or traced here (``make_fx``,
     autograd included, chunking off; common terms removed: the backward recomputes forward
     ones), exported, and compiled and checked in a child process, then cached. ``eager``:
-    the reference for the first-call check (default ``function``). ProgramError where
-    no program can be had."""
+    the reference for the first-call check (default ``function``). ``small``: a program
+    of at most ``SMALL_PROGRAM`` edges, whose small matrix products are traced as loops.
+    ProgramError where no program can be had."""
     device, dtype = inputs[0].device, next(t.dtype for t in inputs if t.is_floating_point())
     folder = safe_cache_dir()
-    key = hashlib.sha256(f"{key}\n{fingerprint(device)}".encode()).hexdigest()[:32]
+    key = hashlib.sha256(f"{key}\n{fingerprint(device)}\n{small}".encode()).hexdigest()[:32]
     rejected = folder / f"{key}.rejected"
     if rejected.is_file():
         raise ProgramError(f"this program was rejected earlier ({rejected.read_text()}; "
@@ -270,7 +274,8 @@ def build(function, inputs: tuple, key: str, eager=None) -> Program:
 
         with unchunked(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations
-            traced = make_fx(function, decomposition_table=SMALL_PRODUCTS)(*inputs)
+            traced = make_fx(function, decomposition_table=SMALL_PRODUCTS if small else {})(
+                *inputs)
             traced = CSEPass()(traced).graph_module
             exported = torch.export.export(traced, inputs)
         path = _compile_in_child(exported, inputs, folder, key, dtype)
