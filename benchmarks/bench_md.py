@@ -159,7 +159,7 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
 
-            def tfn_env(name):
+            def tfn_env(name, env=env, tmp=tmp):
                 if not args.cold_cache:
                     return env
                 cache = tmp / f"cache-{name}"
