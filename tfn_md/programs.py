@@ -65,8 +65,6 @@ __all__ = ["CODEGEN", "TOLERANCE", "Program", "ProgramError", "build", "cache_di
 # bring the parallel atomic-add path back even for one thread
 CODEGEN = {"cpp.threads": 1, "cpp.dynamic_threads": False}
 WORKER = Path(__file__).with_name("program_check.py")
-
-
 SMALL_PRODUCT = 1 << 16  # multiply-adds: smaller matrix products are traced as loops ...
 SMALL_PROGRAM = 4096  # ... in programs of at most this many edges (molecules)
 
@@ -217,12 +215,16 @@ def _reject(path: Path, reason: str) -> None:
     warnings.warn(f"the compiled TFN program {path.name} disagrees with the eager path "
                   f"({reason}); it is dropped and this shape runs eagerly", RuntimeWarning,
                   stacklevel=4)
-    key = path.name.split(".")[0]
     try:
         path.unlink(missing_ok=True)
-        _write_atomic(path.with_name(f"{key}.rejected"), reason.encode())
+        _note_rejected(path.parent, path.name.split(".")[0], reason)
     except OSError:
         pass
+
+
+def _note_rejected(folder: Path, key: str, reason: str) -> None:
+    """``<key>.rejected``: later processes do not compile this program again."""
+    _write_atomic(folder / f"{key}.rejected", reason.encode())
 
 
 def _write_atomic(path: Path, content: bytes) -> None:
@@ -252,12 +254,12 @@ def _cached(folder: Path, key: str) -> Path | None:
     return found
 
 
-def build(function, inputs: tuple, key: str, eager=None, small: bool = False) -> Program:
+def build(function, inputs: tuple, key: str, small: bool = False) -> Program:
     """``function(*inputs)`` (tensors in, a tuple of tensors out) as a checked AOTInductor
     :class:`Program` for these shapes: from the disk cache, or traced here (``make_fx``,
     autograd included, chunking off; common terms removed: the backward recomputes forward
-    ones), exported, and compiled and checked in a child process, then cached. ``eager``:
-    the reference for the first-call check (default ``function``). ``small``: a program
+    ones), exported, and compiled and checked in a child process, then cached; its first
+    call is checked against ``function`` run eagerly. ``small``: a program
     of at most ``SMALL_PROGRAM`` edges, whose small matrix products are traced as loops.
     ProgramError where no program can be had."""
     device, dtype = inputs[0].device, next(t.dtype for t in inputs if t.is_floating_point())
@@ -283,7 +285,7 @@ def build(function, inputs: tuple, key: str, eager=None, small: bool = False) ->
         runner = torch._inductor.aoti_load_package(str(path))
     except Exception as err:
         raise ProgramError(f"loading {path} failed ({type(err).__name__}: {err})") from err
-    return Program(runner, path, function if eager is None else eager, dtype)
+    return Program(runner, path, function, dtype)
 
 
 def _python() -> str:
@@ -315,7 +317,7 @@ def _compile_in_child(exported, inputs: tuple, folder: Path, key: str,
             how = (f"signal {-run.returncode}" if run.returncode < 0
                    else f"exit status {run.returncode}")
             if run.returncode == 3:  # compiled, ran, and disagreed with the exported graph
-                _write_atomic(folder / f"{key}.rejected", " ".join(tail).encode())
+                _note_rejected(folder, key, " ".join(tail))
             raise ProgramError(f"compiling the program failed in a child process ({how}): "
                                + " | ".join(tail))
         content = (work / "program.pt2").read_bytes()
