@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tfn_md import TFN, TFNCalculator
 from tfn_md.graph import atoms_to_graph
-from tfn_md.response import compute_response
+from tfn_md.inference.response import compute_response
 from tfn_md.so3 import sh_dim
 
 PEERS_RECORDED = {  # ../shared/peers/README.md: this machine, 1 thread, float32, cu864
@@ -133,7 +133,7 @@ def bench_one(name, dtype, l_max, channels, threads, repeats, reference=True, co
     t_call = timed(call, repeats)
     t_compiled = float("nan")
     if compiled:  # the whole E+F(+S) response as one compiled program (compiled at the
-        # first, untimed call; chunked compiled kernels above tfn_md.compiled.MAX_EDGES)
+        # first, untimed call; chunked compiled kernels above tfn_md.inference.compiled.MAX_EDGES)
         whole = TFNCalculator(model, skin=0.0, compile=True)
 
         def call_compiled():

@@ -14,7 +14,7 @@ Per size (n x n x n cubic fcc cells: 6 -> 864 atoms, 20 -> 32000 atoms), rattled
   600 K, 1 fs, ``comm_modify cutoff 12``; seconds per step of ``run STEPS`` after
   8 warm-up steps (the potential exported with compile=True, what its default "auto"
   switches to after 20 steps: a rank's pruned graph as one compiled program up to
-  tfn_md.compiled_local.MAX_EDGES edges, compiled at the first step and cached on disk,
+  tfn_md.lammps.local_program.MAX_EDGES edges, compiled at the first step and cached on disk,
   and above that the compiled edge-kernel chunks), with
   the time spent inside the potential's compute_forces (the rest is LAMMPS: neighbour
   lists, ghost communication, integration). The timed ``run`` continues the warm-up one

@@ -15,7 +15,7 @@ and tblite take one thread per core) and "1" (``tfn-md --threads 1``, OMP_NUM_TH
 * tfn_md CLI: the command above as it is, in a temporary folder; its wall time from
   process launch to exit, and the speed it prints itself (its ``wall_seconds`` are those
   of the whole ``dyn.run``: first calls and compiling included).
-* tfn_md in-process: the same Langevin set-up as ``tfn_md.simulate.run_md`` (same seed,
+* tfn_md in-process: the same Langevin set-up as ``tfn_md.ase.md.run_md`` (same seed,
   velocities, integrator, trajectory and log; no progress bar), run as ``dyn.run(warm)``
   then ``dyn.run(steps - warm)`` with ``warm`` = 25 steps (the compiled program is in use
   from step 20): start-up = process launch to the end of the warm steps, split into
@@ -24,7 +24,7 @@ and tblite take one thread per core) and "1" (``tfn-md --threads 1``, OMP_NUM_TH
 * GFN2-xTB in-process: the same MD and split with ``tblite.ase.TBLite(method="GFN2-xTB",
   verbosity=0)``, under the same thread setting.
 
-Compiled programs are cached on disk (tfn_md.programs.cache_dir()): by default the runs use
+Compiled programs are cached on disk (tfn_md.inference.programs.cache_dir()): by default the runs use
 the ordinary cache (a program compiled by an earlier run loads in about a second);
 ``--cold-cache`` gives each tfn_md run fresh, empty tfn_md and Inductor caches, so the
 first run of a new installation is timed.
@@ -67,7 +67,7 @@ def worker(engine: str, steps: int, launched: float, out: str, threads: str) -> 
         from tblite.ase import TBLite
 
         atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
-    # as tfn_md.simulate.run_md
+    # as tfn_md.ase.md.run_md
     rng = np.random.default_rng(SEED)
     MaxwellBoltzmannDistribution(atoms, temperature_K=TEMPERATURE, rng=rng)
     Stationary(atoms)

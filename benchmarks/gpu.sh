@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 python -m pip install -q ".[test]"
 python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())"
 export TFN_MD_CACHE=$(mktemp -d)
-python -m pytest -q tests/test_checkpoint_and_calculator.py -k cuda -rs
+python -m pytest -q tests/ase/test_checkpoint_and_calculator.py -k cuda -rs
 python - <<'PY'
 import time, numpy as np, torch
 from ase.build import bulk, molecule

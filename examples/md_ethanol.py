@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 from ase.build import molecule
 
 from tfn_md import TFNCalculator
-from tfn_md.simulate import run_md
+from tfn_md.ase.md import run_md
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--steps", type=int, default=4000)

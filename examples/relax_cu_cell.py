@@ -10,7 +10,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from tfn_md import TFNCalculator
-from tfn_md.simulate import relax
+from tfn_md.ase.md import relax
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--quick", action="store_true", help="(runs the same: it is fast)")

@@ -7,9 +7,9 @@ import torch
 
 from tfn_md import TFNCalculator
 from tfn_md.graph import atoms_to_graph
-from tfn_md.response import compute_response
+from tfn_md.inference.response import compute_response
 
-from .conftest import TOL, ethanol, make_model, random_rotation_np, triclinic_cu
+from tests.helpers import TOL, ethanol, make_model, random_rotation_np, triclinic_cu
 
 
 def _run(model, atoms, dtype):

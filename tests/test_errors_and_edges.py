@@ -8,9 +8,9 @@ from ase.build import bulk
 from ase.calculators.calculator import PropertyNotImplementedError
 
 from tfn_md import TFNCalculator, load_potential, save_potential
-from tfn_md.io import CheckpointError
+from tfn_md.checkpoint import CheckpointError
 
-from .conftest import ethanol, make_model
+from tests.helpers import ethanol, make_model
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from ase.build import bulk
 
 from tfn_md import TFN, TFNCalculator, load_potential, save_potential
 from tfn_md.graph import neighbour_list
-from tfn_md.io import CheckpointError
+from tfn_md.checkpoint import CheckpointError
 
-from .conftest import ethanol, make_model
+from tests.helpers import ethanol, make_model
 
 
 @pytest.mark.parametrize(

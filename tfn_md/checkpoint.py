@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
 from .atomic import atomic_path
 from .model import TFN
+from .version import __version__
 
 __all__ = [
     "CheckpointError",

@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from . import __version__
+from .version import __version__
 
 __all__ = ["build_parser", "main"]
 
@@ -19,10 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="on an error, show the full traceback (default: one line)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from .ase.cli import add_simulate_parsers
     from .data.cli import add_data_parser
-    from .lammps_cli import add_lammps_parser
+    from .lammps.cli import add_lammps_parser
     from .learn.cli import add_learn_parser
-    from .simulate_cli import add_simulate_parsers
     from .tasks.cli import add_paper_parser
     from .train.cli import add_train_parsers
 

@@ -1,4 +1,4 @@
-"""Argument checks at the public boundaries (``TFN``, ``TFNCalculator``, the trainer).
+"""Argument checks at the public boundaries (``TFN``, the calculator's engine, the trainer).
 
 Each check raises ``ValueError`` (``TypeError`` for a wrong kind of value) whose
 message names the argument, the value given and what is allowed, e.g.
@@ -9,7 +9,6 @@ message names the argument, the value given and what is allowed, e.g.
 from __future__ import annotations
 
 import math
-import os
 from numbers import Integral, Real
 from typing import Any
 
@@ -18,18 +17,20 @@ import torch
 
 __all__ = [
     "check_bool",
-    "check_calculator_args",
+    "check_device",
     "check_dtype",
     "check_int",
     "check_real",
     "check_species",
+    "fail",
 ]
 
 #: dtypes a model or calculator may run in (float16/bfloat16 round energies badly)
 MODEL_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def _fail(name: str, value: Any, allowed: str, error: type[Exception] = ValueError):
+def fail(name: str, value: Any, allowed: str, error: type[Exception] = ValueError):
+    """Raise ``error``: "<name> = <value> is not allowed: <allowed>"."""
     raise error(f"{name} = {value!r} is not allowed: {allowed}")
 
 
@@ -42,9 +43,9 @@ def check_int(name: str, value: Any, minimum: int | None = None,
     )
     allowed = "an integer" + (f" {bounds}" if bounds else "")
     if isinstance(value, bool) or not isinstance(value, Integral):
-        _fail(name, value, allowed, TypeError)
+        fail(name, value, allowed, TypeError)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        _fail(name, value, allowed)
+        fail(name, value, allowed)
     return int(value)
 
 
@@ -58,20 +59,20 @@ def check_real(name: str, value: Any, minimum: float | None = None, *,
         parts.append(f"<= {maximum}")
     allowed = " ".join(parts) + (f" ({unit})" if unit else "")
     if isinstance(value, bool) or not isinstance(value, Real):
-        _fail(name, value, allowed, TypeError)
+        fail(name, value, allowed, TypeError)
     x = float(value)
     if not math.isfinite(x):
-        _fail(name, value, allowed)
+        fail(name, value, allowed)
     if minimum is not None and (x < minimum or (strict and x == minimum)):
-        _fail(name, value, allowed)
+        fail(name, value, allowed)
     if maximum is not None and x > maximum:
-        _fail(name, value, allowed)
+        fail(name, value, allowed)
     return x
 
 
 def check_bool(name: str, value: Any, allowed: str = "True or False") -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        _fail(name, value, allowed, TypeError)
+        fail(name, value, allowed, TypeError)
     return bool(value)
 
 
@@ -80,16 +81,16 @@ def check_species(name: str, species: Any) -> list[str]:
     from ase.data import atomic_numbers
 
     if isinstance(species, str) or not hasattr(species, "__iter__"):
-        _fail(name, species, "a list of element symbols, e.g. ['H', 'C', 'O']", TypeError)
+        fail(name, species, "a list of element symbols, e.g. ['H', 'C', 'O']", TypeError)
     species = list(species)
     if not species:
-        _fail(name, species, "at least one element symbol")
+        fail(name, species, "at least one element symbol")
     unknown = [s for s in species if not isinstance(s, str) or s not in atomic_numbers or s == "X"]
     if unknown:
-        _fail(name, species, f"element symbols such as 'H', 'Cu' (unknown: {unknown})")
+        fail(name, species, f"element symbols such as 'H', 'Cu' (unknown: {unknown})")
     repeated = sorted({s for s in species if species.count(s) > 1})
     if repeated:
-        _fail(name, species, f"each element once (repeated: {repeated})")
+        fail(name, species, f"each element once (repeated: {repeated})")
     return species
 
 
@@ -104,9 +105,9 @@ def check_dtype(name: str, dtype: Any) -> torch.dtype:
         try:
             key = np.dtype(dtype).name
         except TypeError:
-            _fail(name, dtype, allowed, TypeError)
+            fail(name, dtype, allowed, TypeError)
     if key not in MODEL_DTYPES:
-        _fail(name, dtype, allowed)
+        fail(name, dtype, allowed)
     return MODEL_DTYPES[key]
 
 
@@ -114,22 +115,4 @@ def check_device(name: str, device: Any) -> torch.device:
     try:
         return torch.device(device)
     except (RuntimeError, TypeError):
-        _fail(name, device, "a torch device such as 'cpu', 'cuda', 'cuda:1'")
-
-
-def check_calculator_args(potential: Any, device: Any, dtype: Any, skin: Any, compile: Any,
-                          exact: Any = False) -> tuple[torch.device, torch.dtype | None, float]:
-    """Checked (device, dtype or None, skin) of ``TFNCalculator``; the model is checked
-    by ``load_potential`` or was built by ``TFN``."""
-    from .model import TFN
-
-    if not isinstance(potential, (TFN, str, os.PathLike)):
-        _fail("potential", potential, "a checkpoint path, a shipped potential name or a TFN "
-              "model", TypeError)
-    checked_device = check_device("device", device)
-    checked_dtype = None if dtype is None else check_dtype("dtype", dtype)
-    checked_skin = check_real("skin", skin, 0.0, unit="Angstrom")
-    if not (compile == "auto" and isinstance(compile, str)):
-        check_bool("compile", compile, "True, False or 'auto'")
-    check_bool("exact", exact)
-    return checked_device, checked_dtype, checked_skin
+        fail(name, device, "a torch device such as 'cpu', 'cuda', 'cuda:1'")

@@ -10,7 +10,7 @@ from ase.optimize import BFGS
 
 from tfn_md import TFNCalculator
 
-from .conftest import ethanol, make_model
+from tests.helpers import ethanol, make_model
 
 
 def _assert_local_minimum(atoms, n_trials=20, delta=0.01):

@@ -10,7 +10,7 @@ import torch
 
 from tfn_md import TFN, TFNCalculator, load_potential, save_potential
 
-from .conftest import ethanol, make_model
+from tests.helpers import ethanol, make_model
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -196,7 +196,7 @@ def run_child(*argv: object) -> int:
 
     done = subprocess.run(
         [sys.executable, "-c", CLI_SCRIPT, *map(str, argv)],
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,

@@ -168,7 +168,7 @@ def _run_child(script: str, *args: object) -> str:
         [sys.executable, "-c", script, *map(str, args)],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         check=False,
     )
@@ -240,7 +240,7 @@ def _sampler(path: Path, n: int):
         [sys.executable, "-c", SAMPLER_SCRIPT, str(path), str(n)],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
 

@@ -22,10 +22,10 @@ from tfn_md.data.loader import GraphDataset, collate_batch
 from tfn_md.train import Trainer, TrainConfig, batch_loss
 from tfn_md.train.config import LossSection
 
-from .conftest import make_model
-from .train_helpers import emt_dataset, small_config
+from tests.helpers import make_model
+from tests.helpers import emt_dataset, small_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +312,7 @@ def test_resume_goes_through_the_checkpoint_reader(emt, tmp_path):
     ckpt = torch.load(last, weights_only=True)
     ckpt["format_version"] = 99
     torch.save(ckpt, last)
-    from tfn_md.io import CheckpointError
+    from tfn_md.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="format version 99, newer"):
         Trainer(small_config(emt, tmp_path, epochs=2), resume=True, progress=False)

@@ -398,7 +398,7 @@ def _kill_trial(path: Path, rng: random.Random) -> int:
         [sys.executable, "-c", WRITER_SCRIPT, str(path)],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     target, printed = rng.randint(1, 80), 0
     try:
@@ -437,7 +437,7 @@ def test_reading_while_another_process_writes(tmp_path: Path) -> None:
         [sys.executable, "-c", WRITER_SCRIPT, str(path)],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     try:
         for _ in range(3):

@@ -1,4 +1,4 @@
-"""The compiled path is safe by construction (see :mod:`tfn_md.programs`):
+"""The compiled path is safe by construction (see :mod:`tfn_md.inference.programs`):
 
 * the torch bug behind the heap corruption, in ten lines, and whether this torch still
   needs the workaround (serial generated code);
@@ -22,11 +22,12 @@ import numpy as np
 import pytest
 import torch
 
-from tfn_md import TFNCalculator, programs
+from tfn_md import TFNCalculator
+from tfn_md.inference import programs
 
-from .conftest import ethanol, make_model
+from tests.helpers import ethanol, make_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def user_env(**extra) -> dict:
@@ -68,7 +69,7 @@ def test_serial_generated_code_is_exact_where_parallel_code_may_not_be(tmp_path)
     assert programs.CODEGEN["cpp.threads"] == 1  # the workaround is in force
     if not needed:
         pytest.skip(f"torch {torch.__version__} generates exact parallel scatter code: "
-                    "tfn_md.programs.CODEGEN could be revisited")
+                    "tfn_md.inference.programs.CODEGEN could be revisited")
 
 
 # ---- what users run, in fresh processes on a cold cache -------------------------------------
@@ -111,7 +112,7 @@ MD_LIKE = textwrap.dedent("""
                     err /= max(1.0, abs(eager.results[name]))
                 worst[name] = max(worst[name], err)
         report.append({**case, **worst, "threads": torch.get_num_threads(),
-                       "programs": fast.compiled.n_programs,
+                       "programs": fast.engine.compiled.n_programs,
                        "dtype": str(fast.dtype), "atoms": len(atoms)})
     print(json.dumps(report))
 """)
@@ -172,7 +173,7 @@ def test_folder_others_can_write_is_refused(cache):
     calc = TFNCalculator(small_model(), compile=True)
     with pytest.warns(RuntimeWarning, match="can be written by other users"):
         f = forces(calc, ethanol())
-    assert calc.compiled.failed and not list(cache.iterdir())
+    assert calc.engine.compiled.failed and not list(cache.iterdir())
     np.testing.assert_allclose(f, forces(TFNCalculator(small_model(), compile=False),
                                          ethanol()), atol=1e-12)
 
@@ -214,7 +215,7 @@ def test_damaged_program_is_compiled_again_and_then_used(cache):
     calc = TFNCalculator(model, compile=True)
     with pytest.warns(RuntimeWarning, match="damaged or foreign"):
         f = forces(calc, atoms)
-    assert calc.compiled.n_programs == 1 and not calc.compiled.failed
+    assert calc.engine.compiled.n_programs == 1 and not calc.engine.compiled.failed
     np.testing.assert_allclose(f, reference, atol=1e-10)
     (new,) = cache.glob("*.pt2")  # compiled again, with a valid digest
     assert programs._cached(cache, new.name.split(".")[0]) == new
@@ -236,7 +237,7 @@ def test_program_that_disagrees_with_eager_is_dropped(cache, monkeypatch):
     later = TFNCalculator(model, compile=True)  # another process would not compile it again
     with pytest.warns(RuntimeWarning, match="rejected earlier"):
         forces(later, atoms)
-    assert later.compiled.failed
+    assert later.engine.compiled.failed
 
 
 def test_crash_while_compiling_leaves_the_process_alive(cache, monkeypatch, tmp_path):
@@ -247,7 +248,7 @@ def test_crash_while_compiling_leaves_the_process_alive(cache, monkeypatch, tmp_
     calc = TFNCalculator(model, compile=True)
     with pytest.warns(RuntimeWarning, match="signal 6"):
         f = forces(calc, atoms)
-    assert calc.compiled.failed and not list(cache.glob("*.pt2"))
+    assert calc.engine.compiled.failed and not list(cache.glob("*.pt2"))
     np.testing.assert_allclose(f, forces(TFNCalculator(model, compile=False), atoms),
                                atol=1e-12)
 

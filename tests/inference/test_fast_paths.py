@@ -17,13 +17,13 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
-import tfn_md.compiled as compiled
+import tfn_md.inference.compiled as compiled
 from tfn_md import TFNCalculator, load_potential
 from tfn_md.data import H5Dataset
 
-from .conftest import TOL, ethanol, make_model, random_rotation_np, triclinic_cu
+from tests.helpers import TOL, ethanol, make_model, random_rotation_np, triclinic_cu
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -121,7 +121,7 @@ def test_compiled_matches_eager_and_is_equivariant(dtype, compiler):
     base = rattled(ethanol(), seed=0)
     ref = results(eager, base)
     got = results(fast, base)
-    assert fast.compiled.programs, "the compiled program was not used"
+    assert fast.engine.compiled.programs, "the compiled program was not used"
     scale = np.abs(ref["forces"]).max()
     assert abs(got["energy"] - ref["energy"]) <= 10 * tol * abs(ref["energy"])
     assert np.abs(got["forces"] - ref["forces"]).max() <= 10 * tol * scale
@@ -135,7 +135,7 @@ def test_compiled_matches_eager_and_is_equivariant(dtype, compiler):
         out = results(fast, moved)
         assert abs(out["energy"] - ref["energy"]) <= 10 * tol * abs(ref["energy"])
         assert np.abs(out["forces"] - ref["forces"][perm] @ rot.T).max() <= 10 * tol * scale
-    assert fast.compiled.n_programs == 1  # one shape bucket served all of them
+    assert fast.engine.compiled.n_programs == 1  # one shape bucket served all of them
 
 
 def test_compiled_forces_and_stress_match_finite_differences(compiler):
@@ -143,7 +143,7 @@ def test_compiled_forces_and_stress_match_finite_differences(compiler):
     atoms = triclinic_cu(repeat=(2, 1, 1), rattle=0.15)
     atoms.calc = TFNCalculator(model, compile=True)
     stress, forces = atoms.get_stress(), atoms.get_forces()
-    assert atoms.calc.compiled.programs
+    assert atoms.calc.engine.compiled.programs
     assert np.abs(stress - calculate_numerical_stress(atoms, eps=1e-5)).max() < 1e-6
     assert np.abs(forces - calculate_numerical_forces(atoms, eps=1e-4)).max() < 1e-6
     eager = results(TFNCalculator(model, compile=False), atoms, stress=True)
@@ -166,7 +166,7 @@ def test_compiled_molecule_finite_differences_and_nve(compiler):
     spread = (max(energies) - min(energies)) / len(atoms)
     print(f"compiled NVE: total-energy spread {spread:.2e} eV/atom")
     assert spread < 1e-4
-    assert atoms.calc.compiled.n_programs == 1
+    assert atoms.calc.engine.compiled.n_programs == 1
 
 
 def test_compiled_one_atom_and_new_buckets(compiler):
@@ -175,14 +175,14 @@ def test_compiled_one_atom_and_new_buckets(compiler):
     lone = Atoms("O", positions=[[0.0, 0.0, 0.0]])
     out = results(calc, lone)
     assert abs(out["energy"] - float(model.e0[2] + model.shift)) < 1e-10
-    assert calc.compiled.n_programs == 1
+    assert calc.engine.compiled.n_programs == 1
     assert np.abs(out["forces"]).max() == 0.0
     eager = TFNCalculator(model, compile=False)
     water = Atoms("H2O", positions=[[0.76, 0.59, 0], [-0.76, 0.59, 0], [0, 0, 0]])
     a, b = results(calc, water), results(eager, water)  # same atom bucket, new edges
     assert abs(a["energy"] - b["energy"]) < 1e-10
     assert np.abs(a["forces"] - b["forces"]).max() < 1e-10
-    assert calc.compiled.n_programs == 1  # lone atom and water share a program
+    assert calc.engine.compiled.n_programs == 1  # lone atom and water share a program
 
 
 def test_auto_compiles_after_repeated_calls(monkeypatch, compiler):
@@ -195,10 +195,10 @@ def test_auto_compiles_after_repeated_calls(monkeypatch, compiler):
     for k in range(3):
         atoms.positions[0, 0] += 0.01
         atoms.get_forces()
-        assert not calc.compiled.programs  # still eager
+        assert not calc.engine.compiled.programs  # still eager
     atoms.positions[0, 0] += 0.01
     atoms.get_forces()
-    assert calc.compiled.programs
+    assert calc.engine.compiled.programs
 
 
 def test_compile_failure_falls_back_to_eager_once(monkeypatch, tmp_path):
@@ -212,7 +212,7 @@ def test_compile_failure_falls_back_to_eager_once(monkeypatch, tmp_path):
     with pytest.warns(RuntimeWarning, match="compiling the TFN response failed"):
         first = results(calc, atoms)
     second = results(calc, rattled(atoms, seed=3, amount=0.01))  # no second warning
-    assert calc.compiled.failed and second["forces"].shape == (9, 3)
+    assert calc.engine.compiled.failed and second["forces"].shape == (9, 3)
     np.testing.assert_allclose(first["forces"], eager["forces"], atol=1e-12)
 
 
@@ -221,5 +221,5 @@ def test_no_compiled_program_where_radial_functions_do_not_vanish():
     """Padding edges lie beyond the cutoff: only models whose radial functions vanish there
     (tables, or the Bessel basis with its envelope) get the compiled program."""
     model = make_model(basis="gaussian", cutoff=4.0)
-    assert TFNCalculator(model, exact=True, compile=True).compiled is None
-    assert TFNCalculator(model, compile=True).compiled is not None  # tabulated: zero beyond
+    assert TFNCalculator(model, exact=True, compile=True).engine.compiled is None
+    assert TFNCalculator(model, compile=True).engine.compiled is not None  # tabulated: zero beyond

@@ -8,7 +8,7 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 
 from tfn_md import TFNCalculator
 
-from .conftest import ethanol, make_model, triclinic_cu
+from tests.helpers import ethanol, make_model, triclinic_cu
 
 
 @pytest.mark.parametrize("zbl", [False, True])
@@ -85,7 +85,7 @@ def test_energy_only_pass_matches_full_pass():
     """The calculator's energy-only pass (last layer computes l = 0 outputs only) gives the
     energy, forces and stress of the full pass, and the full pass still gives vectors."""
     from tfn_md.graph import atoms_to_graph
-    from tfn_md.response import compute_response
+    from tfn_md.inference.response import compute_response
 
     atoms = triclinic_cu(repeat=(2, 1, 1))
     model = make_model(species=["Cu"], cutoff=4.5, l_max=3, layers=3)

@@ -12,8 +12,9 @@ from scipy.spatial.transform import Rotation
 
 from tfn_md import TFN, TFNCalculator, keys, load_potential, save_potential
 from tfn_md.graph import atoms_to_graph
-from tfn_md.response import compute_response
-from tfn_md.uncertainty import energy_nll, ensemble_response, init_heads_from, spearman
+from tfn_md.inference.response import compute_response
+from tfn_md.inference.uncertainty import ensemble_response
+from tfn_md.train.uncertainty import energy_nll, init_heads_from, spearman
 
 
 def _model(heads=4, species=("C", "H", "O"), seed=0):
@@ -162,7 +163,7 @@ def test_calibrate_heads_keeps_the_mean_and_lowers_the_force_nll(tmp_path):
 
     from tfn_md.data.loader import GraphDataset
     from tfn_md.data.writer import write_atoms
-    from tfn_md.uncertainty import calibrate_heads, frame_spreads_and_errors
+    from tfn_md.train.uncertainty import calibrate_heads, frame_spreads_and_errors
 
     frames = []
     for s in range(12):
@@ -196,7 +197,7 @@ def test_compiled_path_returns_the_heads_spread(compiler, tmp_path, monkeypatch)
     fast = TFNCalculator(model, compile=True)
     e1 = eager.get_potential_energy(atoms)
     e2 = fast.get_potential_energy(atoms)
-    assert fast.compiled is not None and fast.compiled.n_programs == 1
+    assert fast.engine.compiled is not None and fast.engine.compiled.n_programs == 1
     assert e2 == pytest.approx(e1, abs=1e-9)
     assert fast.results[keys.ENERGY_SPREAD] == pytest.approx(
         eager.results[keys.ENERGY_SPREAD], abs=1e-9)

@@ -1,8 +1,8 @@
 """Run structures through LAMMPS with a tfn_md potential (pair_style mliap unified); used
-by tests/test_lammps_integration.py, always in a process of its own (LAMMPS initialises
+by tests/lammps/test_lammps_integration.py, always in a process of its own (LAMMPS initialises
 MPI, which the test process's later forks must not inherit):
 
-    [mpiexec -n 2] python tests/lammps_driver.py MODEL_FILE STRUCTURES.traj OUT.npz
+    [mpiexec -n 2] python tests/lammps/lammps_driver.py MODEL_FILE STRUCTURES.traj OUT.npz
         [--comm-cutoff X] [--nve STEPS]
 
 writes (rank 0) energy, per-atom energies, forces and the pressure tensor of every frame

@@ -4,7 +4,7 @@ ranks under mpiexec, against TFNCalculator in float64.
 Runs where a LAMMPS with ML-IAP + Python is importable (examples/lammps/build_lammps.sh,
 then ``eval "$(examples/lammps/build_lammps.sh --env)"``); skipped otherwise, unless
 TFN_MD_REQUIRE_LAMMPS=1 (set by .ci/run), which turns the skip into a failure. LAMMPS
-runs in child processes (tests/lammps_driver.py): it initialises MPI, which this process
+runs in child processes (tests/lammps/lammps_driver.py): it initialises MPI, which this process
 must not carry into the other tests' forks and compilers.
 """
 
@@ -116,7 +116,7 @@ def test_matches_calculator(tmp_path, name, ranks):
 
 def test_compiled_program_matches_calculator(tmp_path, monkeypatch):
     """compile=True: each step runs the rank's pruned graph as one compiled program
-    (tfn_md.compiled_local), inside LAMMPS, on 2 ranks."""
+    (tfn_md.lammps.local_program), inside LAMMPS, on 2 ranks."""
     frames = structures("cu")[1:3]  # 32 and 108 atoms
     monkeypatch.setitem(ENV, "TFN_MD_CACHE", str(tmp_path / "compiled"))
     out = run_driver(tmp_path, "cu", frames, 2, compile=True)

@@ -97,7 +97,7 @@ def test_three_layers_two_elements_and_zbl():
 
 def test_compiled_program_matches_calculator(compiler, tmp_path, monkeypatch):
     """compile=True: each rank's pruned graph runs as one padded, compiled program
-    (tfn_md.compiled_local); three layers (three depth groups), two elements and ZBL,
+    (tfn_md.lammps.local_program); three layers (three depth groups), two elements and ZBL,
     on 2 emulated ranks and over steps whose group sizes change."""
     monkeypatch.setenv("TFN_MD_CACHE", str(tmp_path))
     model, base = alloy()

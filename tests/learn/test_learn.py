@@ -20,7 +20,7 @@ from ase.build import bulk
 from tfn_md.data import H5Dataset
 from tfn_md.learn.loop import select
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 CONFIG = """
 [system]
@@ -121,7 +121,7 @@ def test_learn_end_to_end_on_cu_with_emt(tmp_path: Path):
 
 def test_kill9_while_labelling_then_resume_loses_and_repeats_nothing(tmp_path: Path):
     log = tmp_path / "labels.log"
-    config = _setup(tmp_path, "tests.learn_helpers:SlowEMT",
+    config = _setup(tmp_path, "tests.helpers:SlowEMT",
                     f'{{ log = "{log}", delay = 1.0 }}')
     proc = subprocess.Popen(_command(config), cwd=tmp_path, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -189,7 +189,8 @@ def test_initial_data_from_an_earlier_loop_starts_a_fresh_count(tmp_path: Path):
 
     from tfn_md.data import DatasetWriter
     from tfn_md.learn.config import LearnConfig
-    from tfn_md.learn.loop import AL_INDEX, AL_ITERATION, Learner
+    from tfn_md.learn.fields import AL_INDEX, AL_ITERATION
+    from tfn_md.learn.loop import Learner
 
     earlier = tmp_path / "earlier.h5"
     frames = []

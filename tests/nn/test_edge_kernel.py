@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-import tfn_md.compiled as whole_program
+import tfn_md.inference.chunks as chunks
+import tfn_md.inference.compiled as whole_program
 import tfn_md.nn.edge_kernel as edge_kernel
 from tfn_md import TFNCalculator
 from tfn_md.nn.convolution import TFNConvolution
 from tfn_md.nn.edge_kernel import MLPRadial, fused_edge_conv
 
-from .conftest import make_model, triclinic_cu
+from tests.helpers import make_model, triclinic_cu
 
 
 def setup(e=40, n=5, c=3, n_basis=4, l_out=2):
@@ -71,7 +72,7 @@ def test_compiled_kernel_matches_eager(monkeypatch, compiler):
     """TFNCalculator(compile=True) runs the torch.compile'd chunk bodies (forced here, not
     timed against eager) and gives the eager energy, forces and stress, also with a last
     chunk shorter than the others (padded)."""
-    monkeypatch.setattr(edge_kernel, "AUTOTUNE", False)
+    monkeypatch.setattr(chunks, "AUTOTUNE", False)
     monkeypatch.setattr(whole_program, "MAX_EDGES", 0)  # the chunk kernels, not a whole program
     monkeypatch.setattr(edge_kernel, "CHUNK_ELEMENTS", 4096)  # several chunks
     atoms = triclinic_cu(repeat=(2, 2, 1))

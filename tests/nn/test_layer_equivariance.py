@@ -16,7 +16,7 @@ from tfn_md.nn import (
 from tfn_md.nn.radial_table import tabulate
 from tfn_md.so3 import sh_dim, spherical_harmonics
 
-from .equivariance import assert_equivariant
+from tests.helpers import assert_equivariant
 
 L = 3
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from tfn_md.graph import atoms_to_graph
-from tfn_md.response import compute_response
+from tfn_md.inference.response import compute_response
 
-from .conftest import ethanol, make_model, triclinic_cu
+from tests.helpers import ethanol, make_model, triclinic_cu
 
 pytest.importorskip("e3nn")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from e3nn_reference import E3nnTFN
 
 

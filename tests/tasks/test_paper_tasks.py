@@ -12,9 +12,9 @@ from tfn_md import keys
 from tfn_md.tasks import get_task
 from tfn_md.tasks.common import batch_graph, load_task
 
-from .conftest import random_rotation_np
+from tests.helpers import random_rotation_np
 
-DATASETS = Path(__file__).resolve().parent.parent / "datasets"
+DATASETS = Path(__file__).resolve().parents[2] / "datasets"
 
 
 def _rotate(atoms: Atoms, rot, shift) -> Atoms:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from tests.train_helpers import small_config
+from tests.helpers import small_config
 from tfn_md.train import Trainer
 
 if __name__ == "__main__":

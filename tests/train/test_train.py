@@ -12,9 +12,9 @@ import torch
 from tfn_md import TFNCalculator, load_potential
 from tfn_md.train import Trainer
 
-from .train_helpers import emt_dataset, small_config
+from tests.helpers import emt_dataset, small_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_torchrun_two_processes_match_one(dataset, tmp_path):
     grads_path = tmp_path / "ddp_grads.pt"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29531", str(ROOT / "tests" / "ddp_worker.py"),
+           "--master_port", "29531", str(ROOT / "tests" / "train" / "ddp_worker.py"),
            str(dataset), str(tmp_path / "ddp"), str(grads_path)]
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, timeout=300)
     ddp = torch.load(grads_path, weights_only=True)

@@ -55,7 +55,7 @@ def _load(args):
 
 
 def _md(args: argparse.Namespace) -> int:
-    from .simulate import run_md
+    from .md import run_md
 
     atoms = _load(args)
     summary = run_md(atoms, args.steps, args.temperature, args.timestep, args.friction,
@@ -69,7 +69,7 @@ def _relax(args: argparse.Namespace) -> int:
     import numpy as np
     from ase.io import write
 
-    from .simulate import relax
+    from .md import relax
 
     atoms = _load(args)
     ok = relax(atoms, args.fmax, cell=args.cell)

@@ -5,7 +5,6 @@ Layout and guarantees of the file: ``docs/dataset-format.md``.
 
 from tfn_md.data.format import DatasetError, Field, Layout
 from tfn_md.data.reader import H5Dataset, arrays_to_atoms, validate
-from tfn_md.data.writer import DatasetWriter, write_atoms
 from tfn_md.data.sources import (
     attach_results,
     iter_qm9,
@@ -16,6 +15,7 @@ from tfn_md.data.sources import (
     sample_xtb,
     xtb_calculator,
 )
+from tfn_md.data.writer import DatasetWriter, write_atoms
 
 __all__ = [
     "DatasetError",

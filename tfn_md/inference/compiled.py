@@ -20,8 +20,8 @@ the energy sums real atoms only.
 
 Compiling needs a C++ compiler (Inductor's CPU backend) or a GPU (Triton) and takes
 20-40 s per program, in a child process. Programs are cached on disk
-(:func:`tfn_md.programs.cache_dir`), keyed by a hash of the weights, configuration,
-shapes, dtype, device, the model's source code and the build (:mod:`tfn_md.programs`:
+(:func:`tfn_md.inference.programs.cache_dir`), keyed by a hash of the weights, configuration,
+shapes, dtype, device, the model's source code and the build (:mod:`tfn_md.inference.programs`:
 compiler, ISA, torch, Inductor options), so a later process loads one in about a second.
 Every program is checked against the eager path on its first call. Any failure gives one
 warning and the eager path.
@@ -38,8 +38,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import __version__, keys, programs
-from .graph import Graph
+from .. import keys
+from ..graph import Graph
+from ..version import __version__
+from . import programs
 from .programs import cache_dir
 from .response import compute_response
 
@@ -54,12 +56,15 @@ MAX_EDGES = 1 << 16  # larger graphs run eagerly (chunked kernel; compiled whole
 
 
 @functools.cache
-def _source_digest() -> bytes:
-    """Hash of the package's model code (the modules a traced response runs)."""
-    root = Path(__file__).resolve().parent
+def source_digest(root: Path = Path(__file__).resolve().parents[1]) -> bytes:
+    """Hash of every module of the package at ``root`` (paths relative to it, and contents):
+    a program key includes it, so a checkout with any edit never loads a program traced
+    from older code. All modules, not a list of the traced ones: the traced code lives in
+    the core, in inference/ and in lammps/ (a rank's program), and a list would miss the
+    next module a traced function calls into."""
     digest = hashlib.sha256()
-    for path in sorted([*root.glob("*.py"), *root.glob("nn/*.py"), *root.glob("so3/*.py")]):
-        digest.update(path.read_bytes())
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return digest.digest()
 
 
@@ -197,7 +202,7 @@ class CompiledResponse:
 
     def _compile(self, inputs: tuple, stress: bool):
         """The response for ``inputs``' shapes as one checked program
-        (:func:`tfn_md.programs.build`); None on failure (then never again)."""
+        (:func:`tfn_md.inference.programs.build`); None on failure (then never again)."""
         try:
             key = program_key(self.model, self.isolated, inputs, ("response", stress))
             small = inputs[4].shape[1] <= programs.SMALL_PROGRAM  # edge_index [2, E]
@@ -215,7 +220,7 @@ def program_key(model, isolated: Tensor, inputs: tuple, what: tuple) -> str:
     the source of the model's code (so an edited checkout never loads a program of older
     code)."""
     digest = hashlib.sha256()
-    digest.update(_source_digest())
+    digest.update(source_digest())
     meta = (model.config_dict(), [tuple(t.shape) for t in inputs], str(isolated.dtype),
             str(isolated.device), what, torch.__version__, __version__, FORMAT)
     digest.update(repr(meta).encode())

@@ -1,5 +1,5 @@
 """Compiled code checked against eager: the tolerance, the comparison, and the child
-process of :func:`tfn_md.programs.build` (torch only: it imports nothing of tfn_md).
+process of :func:`tfn_md.inference.programs.build` (torch only: it imports nothing of tfn_md).
 
 The child, ``python program_check.py FOLDER``: compile one exported graph with
 AOTInductor, load the program, run it twice on the example inputs and compare with the

@@ -1,7 +1,7 @@
 """AOTInductor programs: trace, compile (in a child process), cache, load, check against eager.
 
 One place for the native code tfn_md runs: the calculator's whole-response programs
-(:mod:`tfn_md.compiled`) and LAMMPS' local-energy programs (:mod:`tfn_md.compiled_local`)
+(:mod:`tfn_md.inference.compiled`) and LAMMPS' local-energy programs (:mod:`tfn_md.lammps.local_program`)
 both come from :func:`build`.
 
 Serial code. Programs are generated with Inductor's ``cpp.threads = 1`` (``CODEGEN``),
@@ -13,7 +13,7 @@ thread, it stores through ``atomic_add_vec``, and ``CppTile2DKernel.store`` appl
 tile's inner-index offset twice (``x0 + 2*x0_inner`` where ``x0 + x0_inner`` is meant).
 The scatter then adds into wrong elements and past the end of its buffer: wrong forces
 and ``double free or corruption``. Generated for one thread the same kernel uses a plain
-accumulating store and is exact; ``tests/test_compiled_safety.py`` keeps a ten-line
+accumulating store and is exact; ``tests/inference/test_compiled_safety.py`` keeps a ten-line
 reproduction and reports whether the installed torch still needs this. Serial
 code is also the faster choice here (2 cores, 32 channels, float32; per call, torch at 2
 threads): ethanol 0.33 ms serial against 0.52 ms parallel (with the bug patched), Cu 864
@@ -55,7 +55,7 @@ from pathlib import Path
 
 import torch
 
-from .nn.edge_kernel import unchunked
+from ..nn.edge_kernel import unchunked
 from .program_check import TOLERANCE, compare
 
 __all__ = ["CODEGEN", "TOLERANCE", "Program", "ProgramError", "build", "cache_dir",
@@ -301,7 +301,7 @@ def _python() -> str:
 
 def _compile_in_child(exported, inputs: tuple, folder: Path, key: str,
                       dtype: torch.dtype) -> Path:
-    """Compile ``exported`` in a child process (:mod:`tfn_md.program_check`), which also
+    """Compile ``exported`` in a child process (:mod:`tfn_md.inference.program_check`), which also
     runs the program against the exported graph; cache it under its digest."""
     with tempfile.TemporaryDirectory(dir=folder, prefix=".build-") as work:
         work = Path(work)

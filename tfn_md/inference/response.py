@@ -13,8 +13,8 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
-from . import keys
-from .graph import Graph
+from .. import keys
+from ..graph import Graph
 
 __all__ = ["compute_response", "full_3x3_to_voigt"]
 

@@ -26,7 +26,7 @@ def add_lammps_parser(subparsers) -> None:
 
 
 def _export(args) -> int:
-    from .lammps import DEFAULT_SKIN, export_lammps, lammps_lines
+    from .mliap import DEFAULT_SKIN, export_lammps, lammps_lines
 
     skin = DEFAULT_SKIN if args.skin is None else args.skin
     if not skin >= 0:

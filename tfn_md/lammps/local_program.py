@@ -4,8 +4,8 @@ A rank's pruned graph (:mod:`tfn_md.receptive`) holds its atoms in depth groups
 d = 0..L (d = 0: the rank's own atoms) and its edges in groups by the depth of their
 centre, d = 0..L-1; layer k reads the edge groups d <= L - k and writes the atom groups
 d <= L - k. :class:`CompiledLocalEnergies` traces ``TFN.local_energies`` and its
-gradient dE/dr_ij into one checked AOTInductor program (:func:`tfn_md.programs.build`),
-as :class:`tfn_md.compiled.CompiledResponse` does for the calculator.
+gradient dE/dr_ij into one checked AOTInductor program (:func:`tfn_md.inference.programs.build`),
+as :class:`tfn_md.inference.compiled.CompiledResponse` does for the calculator.
 
 The group sizes change from step to step, so every group is padded to a capacity
 (:func:`capacity` of ``HEADROOM`` times its size, plus one atom), and a
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import programs
-from .compiled import program_key
-from .receptive import ReceptiveField
+from ..inference import programs
+from ..inference.compiled import program_key
+from ..receptive import ReceptiveField
 
 __all__ = ["MAX_EDGES", "CompiledLocalEnergies"]
 

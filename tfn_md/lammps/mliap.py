@@ -37,13 +37,14 @@ import pickle
 import numpy as np
 import torch
 
-from .atomic import atomic_path
-from .compiled import COMPILE_AFTER
-from .compiled_local import CompiledLocalEnergies
-from .io import checkpoint_bytes, model_from_checkpoint, read_checkpoint, resolve_potential
-from .model import TFN
-from .receptive import receptive_field
-from .validation import check_calculator_args
+from ..atomic import atomic_path
+from ..checkpoint import checkpoint_bytes, model_from_checkpoint, read_checkpoint, resolve_potential
+from ..inference.chunks import compiled_chunk
+from ..inference.compiled import COMPILE_AFTER
+from ..inference.engine import check_calculator_args
+from ..model import TFN
+from ..receptive import receptive_field
+from .local_program import CompiledLocalEnergies
 
 __all__ = ["TFNMLIAP", "export_lammps", "lammps_lines"]
 
@@ -56,14 +57,17 @@ class TFNMLIAP:
     """A TFN potential as an ML-IAP unified model (the interface of LAMMPS'
     ``lammps.mliap.mliap_unified_abc.MLIAPUnified``, without importing LAMMPS).
 
+    Pickled as ``tfn_md.lammps.TFNMLIAP``, its public home, whichever module defines it:
+    files written by earlier versions name that path too.
+
     Args:
         potential: checkpoint path, shipped potential name, or a :class:`tfn_md.TFN`.
         dtype: "float32" or "float64" (None: the potential's own).
         device: torch device for the model ("cpu", "cuda").
         exact: evaluate the radial MLPs instead of their tables (see ``TFNCalculator``).
-        compile: "auto" (default): after ``tfn_md.compiled.COMPILE_AFTER`` steps, run a
-            rank's pruned graph as one compiled program (:mod:`tfn_md.compiled_local`; up
-            to ``tfn_md.compiled_local.MAX_EDGES`` edges, 20-40 s to compile, cached on
+        compile: "auto" (default): after ``tfn_md.inference.compiled.COMPILE_AFTER`` steps, run a
+            rank's pruned graph as one compiled program (:mod:`tfn_md.lammps.local_program`; up
+            to ``tfn_md.lammps.local_program.MAX_EDGES`` edges, 20-40 s to compile, cached on
             disk) or, larger, the edge kernel's chunks compiled (as ``TFNCalculator``
             does; ``TFN_MD_COMPILE=0`` turns it off); True: from the first step; False:
             never.
@@ -133,7 +137,7 @@ class TFNMLIAP:
 
     def _set_compiled(self, on: bool) -> None:
         for conv in self.model.convolutions:
-            conv.compile_kernels = on
+            conv.chunk_kernels = compiled_chunk if on else None
 
     @property
     def layers(self) -> int:

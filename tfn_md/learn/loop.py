@@ -4,10 +4,10 @@
     repeat, iteration i = 0, 1, ...:
       train   iteration 0 from scratch (or run.init), later from iteration i-1's weights, on
               data.h5; then the heads' force spread is calibrated on training frames
-              (:func:`tfn_md.uncertainty.calibrate_heads`) -> iter<i>/model.pt
+              (:func:`tfn_md.train.uncertainty.calibrate_heads`) -> iter<i>/model.pt
       explore Langevin MD driven by the potential at [explore] temperatures; every
               `interval` steps the per-atom force spread of its energy heads
-              (:mod:`tfn_md.uncertainty`) is computed; frames whose force spread (RMS over
+              (:mod:`tfn_md.inference.uncertainty`) is computed; frames whose force spread (RMS over
               atoms, or the largest, `statistic`) exceeds `threshold` are candidates (a
               trajectory ends past `stop`)
       select  candidates by decreasing spread, none within `min_separation` steps of one
@@ -58,14 +58,10 @@ from ..data.sources import (
 )
 from ..data.writer import DatasetWriter, write_atoms
 from .config import LearnConfig
+from .fields import AL_ENERGY_SPREAD, AL_INDEX, AL_ITERATION, AL_SPREAD, BOOKKEEPING
 from .reference import label, reference_factory
 
 __all__ = ["Learner", "select"]
-
-AL_ITERATION, AL_INDEX = "al_iteration", "al_index"  # which selected frame a label is
-AL_SPREAD = "al_force_spread"  # eV/A: the frame's force spread (explore.statistic) then
-AL_ENERGY_SPREAD = "al_energy_spread"  # eV
-BOOKKEEPING = frozenset({AL_ITERATION, AL_INDEX, AL_SPREAD, AL_ENERGY_SPREAD})
 
 
 def select(spreads: np.ndarray, trajectories: np.ndarray, steps: np.ndarray, limit: int,
@@ -223,9 +219,9 @@ class Learner:
         mean unchanged) and write iter<i>/model.pt atomically."""
         import torch
 
+        from ..checkpoint import load_potential, save_potential
         from ..data.loader import GraphDataset
-        from ..io import load_potential, save_potential
-        from ..uncertainty import calibrate_heads
+        from ..train.uncertainty import calibrate_heads
 
         model = load_potential(best)
         data = GraphDataset(self.data, model.cutoff)
@@ -243,8 +239,8 @@ class Learner:
     def score(self, model_path: Path, data: str) -> dict:
         import torch
 
+        from ..checkpoint import load_potential
         from ..data.loader import GraphDataset, collate_batch
-        from ..io import load_potential
         from ..train.trainer import evaluate_model
 
         model = load_potential(model_path)
@@ -257,7 +253,7 @@ class Learner:
             loader.dataset.h5.close()
 
     def calculator(self, i: int):
-        from .. import TFNCalculator
+        from ..ase.calculator import TFNCalculator
 
         return TFNCalculator(str(self.model_path(i)), dtype=self.cfg.run.dtype)
 

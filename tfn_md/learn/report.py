@@ -8,6 +8,7 @@ import numpy as np
 
 from ..atomic import atomic_path, write_text_atomic
 from ..data.reader import H5Dataset
+from .fields import AL_INDEX, AL_ITERATION, AL_SPREAD
 
 __all__ = ["selected_errors", "write_report"]
 
@@ -16,8 +17,7 @@ def selected_errors(learner, i: int) -> tuple[np.ndarray, np.ndarray]:
     """(predicted, true) per frame labelled in iteration ``i``: the force spread of model i
     when it selected the frame, and the force error |F_model - F_ref| of model i on it, both
     as RMS over atoms (or the largest atom's, explore.statistic) in eV/A."""
-    from ..calculator import TFNCalculator
-    from .loop import AL_INDEX, AL_ITERATION, AL_SPREAD
+    from ..ase.calculator import TFNCalculator
 
     rows = []
     with H5Dataset(learner.data) as ds:
@@ -64,7 +64,7 @@ def write_report(learner, state: dict) -> None:
     predicted = np.concatenate([p for p, _ in pairs.values()]) if pairs else np.zeros(0)
     true = np.concatenate([t for _, t in pairs.values()]) if pairs else np.zeros(0)
     if len(predicted) > 2:
-        from ..uncertainty import spearman
+        from ..train.uncertainty import spearman
 
         rho = spearman(predicted, true)
         lines += ["", (f"Selected frames: Spearman correlation of the predicted force spread "

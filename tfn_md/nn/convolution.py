@@ -117,7 +117,9 @@ class TFNConvolution(nn.Module):
         self._plans: dict = {}
         self.n_paths_out = [sum(1 for p in self.paths if p[2] == lo) for lo in range(l_out + 1)]
         self.radial = RadialMLP(n_basis, radial_hidden, len(self.paths), channels)
-        self.compile_kernels = False  # see fused_edge_conv(compiled=...); set by the calculator
+        # how the edge kernel runs its chunks: None as written, or a chunk-body maker
+        # (see fused_edge_conv(kernels=...); set for inference by tfn_md.inference)
+        self.chunk_kernels = None
         # (coefficients [N, 4, P c] float64, h) of the tabulated radial functions, or None
         # for the MLP (see tfn_md.nn.radial_table; set by TFN.tabulate, never trained)
         self.table: tuple[Tensor, float] | None = None
@@ -214,7 +216,7 @@ class TFNConvolution(nn.Module):
             radial, edge_in = MLPRadial(), (edges.basis, envelope)
             params = (r.hidden.weight, r.hidden.bias, w2, b2)
         out = fused_edge_conv(xt, sh, edge_in, params, radial, neighbour, centre, plan, n,
-                              self.compile_kernels)
+                              self.chunk_kernels)
         out = out[:, by_lo]  # [n, K, c], columns grouped by lO
         out = out * (1.0 / math.sqrt(self.avg_num_neighbors))
         blocks, col = [], 0

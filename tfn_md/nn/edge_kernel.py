@@ -34,21 +34,17 @@ order.
 
 import contextlib
 import threading
-import time
-import types
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..program_check import TOLERANCE, compare
-
-__all__ = ["Block", "EdgePlan", "MLPRadial", "TableRadial", "chunk_edges", "fused_edge_conv"]
+__all__ = ["Block", "EdgePlan", "MLPRadial", "TableRadial", "backward_chunk", "chunk_edges",
+           "forward_chunk", "fused_edge_conv"]
 
 CHUNK_ELEMENTS = 1 << 19  # about 2 MB of float32 per [chunk, K, c] tensor
-AUTOTUNE = True  # compiled=True keeps the eager body where it is faster (False: always compiled)
 
 
 @dataclass(frozen=True)
@@ -65,8 +61,8 @@ class Block:
 
 @dataclass(eq=False)
 class EdgePlan:
-    """The blocks of one convolution, its total output columns, and the chunk bodies
-    chosen for ``compiled=True`` calls (filled on first use)."""
+    """The blocks of one convolution, its total output columns, and the chunk bodies a
+    ``kernels`` maker of :func:`fused_edge_conv` chose (filled on first use)."""
 
     blocks: tuple
     n_cols: int
@@ -194,7 +190,7 @@ def _bmm(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(a, b)
 
 
-def _forward_chunk(plan: EdgePlan, radial, ys, xs, edge, params, out=None) -> Tensor:
+def forward_chunk(plan: EdgePlan, radial, ys, xs, edge, params, out=None) -> Tensor:
     """Weighted messages of one chunk of edges [e, K, c] (written into ``out`` if given)."""
     e, c = ys.shape[0], xs.shape[2]
     ws = radial.weights(edge, params).view(e, -1, c)  # [e, P, c]
@@ -206,7 +202,7 @@ def _forward_chunk(plan: EdgePlan, radial, ys, xs, edge, params, out=None) -> Te
     return out if out is not None else torch.cat(parts, dim=1)
 
 
-def _backward_chunk(plan: EdgePlan, radial, ys, xs, edge, params, g_msgs, need: tuple,
+def backward_chunk(plan: EdgePlan, radial, ys, xs, edge, params, g_msgs, need: tuple,
                     param_grads: bool) -> tuple:
     """Gradients of one chunk from g_msgs = dL/d(weighted messages) [e, K, c]:
     (g_xs [e, D_in, c], g_ys [e, D_F], grads of the per-edge radial inputs, parameter
@@ -237,29 +233,30 @@ class FusedEdgeConv(torch.autograd.Function):
     constants: ``radial.n_edge_inputs`` per-edge tensors, then the radial parameters."""
 
     @staticmethod
-    def forward(ctx, xt, y, src, dst, plan: EdgePlan, radial, n_out: int, compiled: bool,
-                *tensors):
+    def forward(ctx, xt, y, src, dst, plan: EdgePlan, radial, n_out: int,
+                kernels: Callable | None, *tensors):
         n_edge = radial.n_edge_inputs
         edge_in, params = tensors[:n_edge], tensors[n_edge:]
-        compiled = compiled and not tracing_for_compiler()  # a compiler traces us
+        if tracing_for_compiler():  # a compiler traces us: the plain body
+            kernels = None
         c = xt.shape[2]
         out = xt.new_zeros(n_out, plan.n_cols, c)
         chunks = chunk_edges(y.shape[0], plan.n_cols, c)
-        if compiled and chunks:
+        if kernels is not None and chunks:
             weights = [t.detach() for t in params]
             for sl in chunks:
                 args = _padded(chunks[0].stop, y[sl], xt[src[sl]], *(t[sl] for t in edge_in))
-                body = _kernel(plan, radial, "forward", args, weights)
+                body = kernels(plan, radial, "forward", args, weights)
                 out.index_add_(0, dst[sl], body(*args, *weights)[: sl.stop - sl.start])
         else:
             buffer = xt.new_empty(chunks[0].stop if chunks else 0, plan.n_cols, c)
             for sl in chunks:
                 e = sl.stop - sl.start
-                weighted = _forward_chunk(plan, radial, y[sl], xt[src[sl]],
+                weighted = forward_chunk(plan, radial, y[sl], xt[src[sl]],
                                           [t[sl] for t in edge_in], params, out=buffer[:e])
                 out.index_add_(0, dst[sl], weighted)
         ctx.save_for_backward(xt, y, src, dst, *tensors)
-        ctx.plan, ctx.radial, ctx.compiled = plan, radial, compiled
+        ctx.plan, ctx.radial, ctx.kernels = plan, radial, kernels
         return out
 
     @staticmethod
@@ -275,21 +272,21 @@ class FusedEdgeConv(torch.autograd.Function):
         g_y, g_edge = [], [[] for _ in edge_in]
         g_params = None
         chunks = chunk_edges(y.shape[0], plan.n_cols, xt.shape[2])
-        compiled = ctx.compiled and not torch.is_grad_enabled() and not param_grads
+        kernels = None if torch.is_grad_enabled() or param_grads else ctx.kernels
         weights = [t.detach() for t in params]
         for sl in chunks:
             e = sl.stop - sl.start
-            if compiled:
+            if kernels is not None:
                 args = _padded(chunks[0].stop, y[sl], xt[src[sl]], *(t[sl] for t in edge_in),
                                g_out[dst[sl]])
-                body = _kernel(plan, radial, "backward", args, weights, need_edge)
+                body = kernels(plan, radial, "backward", args, weights, need_edge)
                 # copies: a compiled output may be a view of a larger buffer, which a kept
                 # view would hold alive for the whole backward pass
                 g_xs, g_ys, *g_es = (None if t is None else t[:e].clone()
                                      for t in body(*args, *weights))
                 parts = None
             else:
-                g_xs, g_ys, g_es, parts = _backward_chunk(
+                g_xs, g_ys, g_es, parts = backward_chunk(
                     plan, radial, y[sl], xt[src[sl]], [t[sl] for t in edge_in], params,
                     g_out[dst[sl]], need_edge, param_grads)
             g_xt.index_add_(0, src[sl], g_xs)  # in place: O(E) not O(E n)
@@ -319,65 +316,16 @@ def _padded(size: int, *tensors: Tensor) -> list[Tensor]:
     return [torch.cat([t, t.new_zeros(size - e, *t.shape[1:])]) for t in tensors]
 
 
-def _kernel(plan: EdgePlan, radial, kind: str, args: list, weights: list,
-            need: tuple = (True, True)):
-    """The chunk body ``kind`` ("forward" or "backward") of ``plan`` for chunks shaped like
-    ``args`` (the first chunk's inputs), compiled with torch.compile, or left eager where
-    compiling did not make it faster: both are timed on ``args`` (after one call, which
-    compiles) and the faster is kept for all later calls. ``plan.kernels`` maps
-    (kind, radial, chunk size, need) to (body, compiled?)."""
-    key = (kind, radial, args[0].shape[0], tuple(need))
-    n_edge = radial.n_edge_inputs
-    if key not in plan.kernels:
-        if kind == "forward":
-            def body(ys, xs, *rest):
-                return _forward_chunk(plan, radial, ys, xs, rest[:n_edge], rest[n_edge:])
-        else:
-            def body(ys, xs, *rest):
-                g_xs, g_ys, g_es, _ = _backward_chunk(
-                    plan, radial, ys, xs, rest[:n_edge], rest[n_edge + 1:], rest[n_edge],
-                    need, False)
-                return (g_xs, g_ys, *g_es)
-        # torch.compile caches per code object (at most 8 variants): give this body its own
-        compiled = torch.compile(types.FunctionType(body.__code__.replace(), body.__globals__,
-                                                    body.__name__, None, body.__closure__),
-                                 dynamic=False)
-
-        def seconds(fn):
-            fn(*args, *weights)
-            t = time.perf_counter()
-            for _ in range(3):
-                fn(*args, *weights)
-            return time.perf_counter() - t
-
-        try:
-            t_compiled = seconds(compiled)
-            problem = compare(_outputs(compiled(*args, *weights)),
-                              _outputs(body(*args, *weights)), TOLERANCE[args[0].dtype])
-            if problem is not None:  # checked once against the eager body, as programs are
-                raise RuntimeError(f"it disagrees with the eager kernel: {problem}")
-        except Exception as err:  # no C++ toolchain, unsupported platform, wrong code, ...
-            warnings.warn(f"torch.compile of the edge kernel failed ({type(err).__name__}: "
-                          f"{err}); using the eager kernel", RuntimeWarning, stacklevel=2)
-            t_compiled = float("inf")
-        faster = t_compiled < float("inf") and (not AUTOTUNE or t_compiled < seconds(body))
-        plan.kernels[key] = (compiled, True) if faster else (body, False)
-    return plan.kernels[key][0]
-
-
-def _outputs(out) -> list[Tensor]:
-    """A chunk body's outputs as a list of tensors (None gradients left out)."""
-    return [t for t in (out if isinstance(out, tuple) else (out,)) if t is not None]
-
-
 def fused_edge_conv(xt: Tensor, y: Tensor, edge_inputs: tuple, params: tuple, radial,
                     src: Tensor, dst: Tensor, plan: EdgePlan, n_out: int | None = None,
-                    compiled: bool = False) -> Tensor:
+                    kernels: Callable | None = None) -> Tensor:
     """See the module docstring: [n, D_in, c], [E, D_F], the radial's per-edge inputs and
     parameters -> [n_out, K, c] (``dst`` indexes the n_out output rows; default n_out = n).
-    ``compiled``: run the chunk bodies through torch.compile where that is faster (inference
-    only: forward, and backward without a graph; training keeps the eager,
-    twice-differentiable code)."""
+    ``kernels``: None runs the chunk bodies as written; else
+    ``kernels(plan, radial, kind, args, weights[, need])`` returns the body to run for
+    chunks shaped like ``args`` (:func:`tfn_md.inference.chunks.compiled_chunk`: compiled
+    where that is faster). Used for inference only: forward, and backward without a graph;
+    training keeps the eager, twice-differentiable code."""
     return FusedEdgeConv.apply(xt, y, src, dst, plan, radial,
-                               xt.shape[0] if n_out is None else n_out, compiled,
+                               xt.shape[0] if n_out is None else n_out, kernels,
                                *edge_inputs, *params)

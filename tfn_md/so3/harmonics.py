@@ -13,7 +13,7 @@ x, y, z) of the unit vector: no division by sin θ, hence finite and smooth
 along ±z; a zero vector gives Y_0 = 1 and Y_l = 0 for l > 0 (the value the
 paper's all-pairs mode needs for the self-pair), with zero gradient.
 
-Relation to e3nn (checked in tests/test_so3.py): e3nn's polar axis is y, and
+Relation to e3nn (checked in tests/so3/test_so3.py): e3nn's polar axis is y, and
 with ``normalization="component"``
 ``Y_tfn_l(x, y, z) = e3nn.o3.spherical_harmonics(l, (y, z, x))``; that is, the
 two bases agree after the cyclic change of coordinates (x, y, z) -> (y, z, x),

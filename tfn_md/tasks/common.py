@@ -17,8 +17,8 @@ from ase import Atoms
 from torch import Tensor, nn
 
 from ..atomic import atomic_path, write_text_atomic
+from ..checkpoint import atomic_torch_save, checkpoint_dict, load_potential, read_checkpoint
 from ..graph import Graph, atoms_to_graph, collate
-from ..io import atomic_torch_save, checkpoint_dict, load_potential, read_checkpoint
 from ..model import TFN
 
 __all__ = [

@@ -66,8 +66,8 @@ def _eval(args: argparse.Namespace) -> int:
     import torch
 
     from .. import keys
+    from ..checkpoint import load_potential
     from ..data.loader import GraphDataset, check_labels, collate_batch
-    from ..io import load_potential
     from .trainer import check_species, evaluate_model
 
     if args.batch_size < 1:
@@ -98,7 +98,7 @@ def _eval(args: argparse.Namespace) -> int:
             m["n_structures"] = len(rows)
             metrics["per_temperature"][f"{temperature:g}"] = m
     if model.config.energy_heads > 1 and keys.FORCES in data.h5.fields:
-        from ..uncertainty import calibration_summary, frame_spreads_and_errors
+        from .uncertainty import calibration_summary, frame_spreads_and_errors
 
         frames = frame_spreads_and_errors(model, data, args.batch_size)
         position = {int(k): p for p, k in enumerate(data.indices)}

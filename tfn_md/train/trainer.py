@@ -29,6 +29,14 @@ import torch.distributed as dist
 
 from .. import keys
 from ..atomic import atomic_path
+from ..checkpoint import (
+    CheckpointError,
+    atomic_torch_save,
+    checkpoint_dict,
+    model_from_checkpoint,
+    read_checkpoint,
+    save_potential,
+)
 from ..data.loader import (
     GraphDataset,
     check_labels,
@@ -37,16 +45,8 @@ from ..data.loader import (
     species_in,
 )
 from ..data.reader import H5Dataset
-from ..io import (
-    CheckpointError,
-    atomic_torch_save,
-    checkpoint_dict,
-    model_from_checkpoint,
-    read_checkpoint,
-    save_potential,
-)
+from ..inference.response import compute_response
 from ..model import TFN
-from ..response import compute_response
 from .config import TrainConfig
 from .losses import Term, loss_from_metrics, needs, residuals, terms
 
@@ -88,7 +88,7 @@ def batch_loss(model, graph, targets, weights, training=True, global_counts=None
         total = r.shape[0] if global_counts is None else global_counts[term.name]
         loss = loss + term.weight * (r**2).sum() / term.components / max(float(total), 1.0)
     if getattr(weights, "energy_nll", 0.0) > 0 and keys.ENERGY in targets:
-        from ..uncertainty import energy_nll
+        from .uncertainty import energy_nll
 
         loss = loss + weights.energy_nll * energy_nll(model, out, targets, graph)
     return loss, out
@@ -166,9 +166,9 @@ def check_species(species: list[str], h5: H5Dataset, key: str = "model.species")
 def _initial_model(init: str, model_section: dict, species: list[str]) -> TFN:
     """The model of checkpoint ``init`` (a path or shipped name) with its weights, E0 and
     scale, to continue training from; [model] keys may change ``energy_heads`` only (new
-    heads start at the stored readout, :func:`tfn_md.uncertainty.init_heads_from`)."""
-    from ..io import resolve_potential
-    from ..uncertainty import init_heads_from
+    heads start at the stored readout, :func:`tfn_md.train.uncertainty.init_heads_from`)."""
+    from ..checkpoint import resolve_potential
+    from .uncertainty import init_heads_from
 
     ckpt = read_checkpoint(resolve_potential(init))
     stored = json.loads(ckpt["config"])

@@ -1,0 +1,10 @@
+"""The bookkeeping fields of ``tfn-md learn``: written by the loop into every frame it
+labels (``atoms.info``, then per-frame dataset columns), read back by the loop on resume
+and by the report."""
+
+__all__ = ["AL_ENERGY_SPREAD", "AL_INDEX", "AL_ITERATION", "AL_SPREAD", "BOOKKEEPING"]
+
+AL_ITERATION, AL_INDEX = "al_iteration", "al_index"  # which selected frame a label is
+AL_SPREAD = "al_force_spread"  # eV/A: the frame's force spread (explore.statistic) then
+AL_ENERGY_SPREAD = "al_energy_spread"  # eV
+BOOKKEEPING = frozenset({AL_ITERATION, AL_INDEX, AL_SPREAD, AL_ENERGY_SPREAD})
