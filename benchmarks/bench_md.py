@@ -24,8 +24,8 @@ and tblite take one thread per core) and "1" (``tfn-md --threads 1``, OMP_NUM_TH
 * GFN2-xTB in-process: the same MD and split with ``tblite.ase.TBLite(method="GFN2-xTB",
   verbosity=0)``, under the same thread setting.
 
-Compiled programs are cached on disk (tfn_md.inference.programs.cache_dir()): by default the runs use
-the ordinary cache (a program compiled by an earlier run loads in about a second);
+Compiled programs are cached on disk (tfn_md.inference.programs.cache_dir()): by default the
+runs use the ordinary cache (a program compiled by an earlier run loads in about a second);
 ``--cold-cache`` gives each tfn_md run fresh, empty tfn_md and Inductor caches, so the
 first run of a new installation is timed.
 """

@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import TOL, ethanol, make_model, random_rotation_np, triclinic_cu
 from tfn_md import TFNCalculator
 from tfn_md.graph import atoms_to_graph
 from tfn_md.inference.response import compute_response
-
-from tests.helpers import TOL, ethanol, make_model, random_rotation_np, triclinic_cu
 
 
 def _run(model, atoms, dtype):

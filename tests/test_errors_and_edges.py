@@ -7,10 +7,9 @@ from ase import Atoms
 from ase.build import bulk
 from ase.calculators.calculator import PropertyNotImplementedError
 
+from tests.helpers import ethanol, make_model
 from tfn_md import TFNCalculator, load_potential, save_potential
 from tfn_md.checkpoint import CheckpointError
-
-from tests.helpers import ethanol, make_model
 
 
 @pytest.fixture

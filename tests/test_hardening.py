@@ -9,11 +9,10 @@ import torch
 from ase import Atoms
 from ase.build import bulk
 
-from tfn_md import TFN, TFNCalculator, load_potential, save_potential
-from tfn_md.graph import neighbour_list
-from tfn_md.checkpoint import CheckpointError
-
 from tests.helpers import ethanol, make_model
+from tfn_md import TFN, TFNCalculator, load_potential, save_potential
+from tfn_md.checkpoint import CheckpointError
+from tfn_md.graph import neighbour_list
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,9 @@ import pytest
 import torch
 from ase.md.verlet import VelocityVerlet
 
+from tests.helpers import make_model, triclinic_cu
 from tfn_md import TFNCalculator
 from tfn_md.graph import VerletList, neighbour_list
-
-from tests.helpers import make_model, triclinic_cu
 
 
 def pair_set(i, j, s):
@@ -55,7 +54,8 @@ def test_md_with_skin_matches_md_without():
         atoms.set_velocities(np.random.default_rng(1).normal(scale=0.02, size=(len(atoms), 3)))
         atoms.calc = TFNCalculator(model, skin=skin)
         VelocityVerlet(atoms, timestep=2.0).run(30)
-        runs.append((atoms.positions.copy(), atoms.get_forces(), atoms.calc.engine.neighbours.n_builds))
+        runs.append((atoms.positions.copy(), atoms.get_forces(),
+                     atoms.calc.engine.neighbours.n_builds))
     (x1, f1, builds1), (x0, f0, builds0) = runs
     assert builds1 < builds0 == 31  # one search per call without a skin (31 calls)
     np.testing.assert_allclose(x1, x0, atol=1e-9)

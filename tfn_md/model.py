@@ -60,7 +60,8 @@ class TFNConfig:
     zbl: add the ZBL screened nuclear repulsion inside covalent distances (a prior
       against atomic collapse; see :mod:`tfn_md.nn.repulsion`).
     energy_heads: K energy readouts on the shared features (a shallow ensemble,
-      :mod:`tfn_md.inference.uncertainty`); the energy is their mean, their spread the uncertainty.
+      :mod:`tfn_md.inference.uncertainty`); the energy is their mean, their spread the
+      uncertainty.
     """
 
     species: list[str]

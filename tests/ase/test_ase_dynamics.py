@@ -8,9 +8,8 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 
-from tfn_md import TFNCalculator
-
 from tests.helpers import ethanol, make_model
+from tfn_md import TFNCalculator
 
 
 def _assert_local_minimum(atoms, n_trials=20, delta=0.01):

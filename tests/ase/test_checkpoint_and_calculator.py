@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tfn_md import TFN, TFNCalculator, load_potential, save_potential
-
 from tests.helpers import ethanol, make_model
+from tfn_md import TFN, TFNCalculator, load_potential, save_potential
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

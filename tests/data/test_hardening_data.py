@@ -15,15 +15,13 @@ from ase import Atoms
 from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from tests.helpers import emt_dataset, make_model, small_config
 from tfn_md import save_potential
 from tfn_md.cli import main
 from tfn_md.data import DatasetError, H5Dataset, validate, write_atoms
 from tfn_md.data.loader import GraphDataset, collate_batch
-from tfn_md.train import Trainer, TrainConfig, batch_loss
+from tfn_md.train import TrainConfig, Trainer, batch_loss
 from tfn_md.train.config import LossSection
-
-from tests.helpers import make_model
-from tests.helpers import emt_dataset, small_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,10 +22,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import ethanol, make_model
 from tfn_md import TFNCalculator
 from tfn_md.inference import programs
-
-from tests.helpers import ethanol, make_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -261,3 +260,31 @@ def test_cache_key_holds_the_build():
     assert json.dumps(programs.CODEGEN, sort_keys=True) in fp
     assert str(pick_vec_isa()) in fp and torch.__version__ in fp
     assert programs._compiler_version() in fp
+
+
+def test_cache_key_holds_the_source_of_every_module(tmp_path, monkeypatch):
+    """An edit to any module a program is traced from (the response in inference/, the
+    model core, a LAMMPS rank's program) changes the digest in every program key, so no
+    program of older code is loaded."""
+    import shutil
+
+    import tfn_md
+    from tfn_md.inference import compiled
+
+    root = tmp_path / "tfn_md"
+    shutil.copytree(Path(tfn_md.__file__).parent, root,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    digests = {compiled.digest_of_sources(root)}
+    for module in ("inference/response.py", "model.py", "nn/edge_kernel.py",
+                   "lammps/local_program.py"):
+        with open(root / module, "a") as f:
+            f.write("\n# an edit\n")
+        digests.add(compiled.digest_of_sources(root))
+    assert len(digests) == 5
+    # and the key of a program holds that digest
+    model = make_model(cutoff=4.0)
+    isolated = model.isolated_features(True)
+    inputs = (torch.zeros(3),)
+    key = compiled.program_key(model, isolated, inputs, ("response", False))
+    monkeypatch.setattr(compiled, "source_digest", lambda: b"other source")
+    assert compiled.program_key(model, isolated, inputs, ("response", False)) != key

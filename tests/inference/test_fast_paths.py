@@ -13,15 +13,20 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms, units
-from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
 import tfn_md.inference.compiled as compiled
+from tests.helpers import (
+    TOL,
+    ethanol,
+    finite_difference_errors,
+    make_model,
+    random_rotation_np,
+    triclinic_cu,
+)
 from tfn_md import TFNCalculator, load_potential
 from tfn_md.data import H5Dataset
-
-from tests.helpers import TOL, ethanol, make_model, random_rotation_np, triclinic_cu
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
@@ -144,8 +149,8 @@ def test_compiled_forces_and_stress_match_finite_differences(compiler):
     atoms.calc = TFNCalculator(model, compile=True)
     stress, forces = atoms.get_stress(), atoms.get_forces()
     assert atoms.calc.engine.compiled.programs
-    assert np.abs(stress - calculate_numerical_stress(atoms, eps=1e-5)).max() < 1e-6
-    assert np.abs(forces - calculate_numerical_forces(atoms, eps=1e-4)).max() < 1e-6
+    force_error, stress_error = finite_difference_errors(atoms, stress=True)
+    assert stress_error < 1e-6 and force_error < 1e-6
     eager = results(TFNCalculator(model, compile=False), atoms, stress=True)
     assert np.abs(stress - eager["stress"]).max() < 1e-10
     assert np.abs(forces - eager["forces"]).max() < 1e-10
@@ -155,8 +160,7 @@ def test_compiled_molecule_finite_differences_and_nve(compiler):
     model = molecule_model()
     atoms = rattled(ethanol(), seed=2)
     atoms.calc = TFNCalculator(model, compile=True)
-    forces = atoms.get_forces()
-    assert np.abs(forces - calculate_numerical_forces(atoms, eps=1e-4)).max() < 1e-6
+    assert finite_difference_errors(atoms)[0] < 1e-6
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
     Stationary(atoms)
     dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)

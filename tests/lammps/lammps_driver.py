@@ -10,7 +10,6 @@ writes (rank 0) energy, per-atom energies, forces and the pressure tensor of eve
 Needs a LAMMPS with ML-IAP + Python (examples/lammps/build_lammps.sh).
 """
 
-import sys
 
 import numpy as np
 from ase.data import atomic_masses, atomic_numbers

@@ -114,6 +114,17 @@ def test_matches_calculator(tmp_path, name, ranks):
         assert de < TOL and dei < TOL and df < TOL and dp < 1e-6, (n, de, dei, df, dp)
 
 
+def test_file_exported_before_the_layout_change_still_runs(tmp_path):
+    """tests/lammps/data/cu-emt-before-layout.mliap was written by tfn_md before the modules
+    moved into subpackages (commit 5369118, class path tfn_md.lammps.TFNMLIAP): LAMMPS
+    still loads it and gives the calculator's results."""
+    shutil.copy(HERE / "data" / "cu-emt-before-layout.mliap", tmp_path / "cu.mliap")
+    frames = structures("cu")[:3]
+    for n, de, dei, df, dp in errors("cu", frames, run_driver(tmp_path, "cu", frames, 1)):
+        print(f"file of 5369118: cu {n} atoms: |dE| {de:.1e} eV, forces {df:.1e} eV/A")
+        assert de < TOL and dei < TOL and df < TOL and dp < 1e-6, (n, de, dei, df, dp)
+
+
 def test_compiled_program_matches_calculator(tmp_path, monkeypatch):
     """compile=True: each step runs the rank's pruned graph as one compiled program
     (tfn_md.lammps.local_program), inside LAMMPS, on 2 ranks."""

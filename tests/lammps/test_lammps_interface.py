@@ -1,10 +1,11 @@
-"""The LAMMPS ML-IAP interface without LAMMPS: an emulated rank's data (tests/
+"""The LAMMPS ML-IAP interface without LAMMPS: an emulated rank's data (tests/lammps/
 lammps_emulation.py) against TFNCalculator in float64, the receptive field, the file."""
 
 import pickle
 import pickletools
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,6 +164,20 @@ def test_file_is_plain_data_and_loads_without_lammps(tmp_path, cu):
     with open(path, "rb") as f:
         loaded = pickle.load(f)
     assert_matches(run_ranks(loaded, atoms, 1), run_ranks(cu, atoms, 1), tol=0.0)
+
+
+def test_file_exported_before_the_layout_change_loads(cu):
+    """A file tfn_md wrote before its modules moved (commit 5369118) names the class
+    tfn_md.lammps.TFNMLIAP; it loads and gives what a file exported now gives."""
+    path = Path(__file__).parent / "data" / "cu-emt-before-layout.mliap"
+    strings = [arg for op, arg, _ in pickletools.genops(path.read_bytes())
+               if op.name in ("SHORT_BINUNICODE", "BINUNICODE")]
+    assert strings[:2] == ["tfn_md.lammps", "TFNMLIAP"]
+    with open(path, "rb") as f:
+        old = pickle.load(f)
+    assert type(old) is TFNMLIAP
+    atoms = rattled_cu(2)
+    assert_matches(run_ranks(old, atoms, 2), run_ranks(cu, atoms, 2), tol=0.0)
 
 
 def test_bad_inputs(tmp_path, cu):

@@ -8,11 +8,10 @@ import torch
 import tfn_md.inference.chunks as chunks
 import tfn_md.inference.compiled as whole_program
 import tfn_md.nn.edge_kernel as edge_kernel
+from tests.helpers import make_model, triclinic_cu
 from tfn_md import TFNCalculator
 from tfn_md.nn.convolution import TFNConvolution
 from tfn_md.nn.edge_kernel import MLPRadial, fused_edge_conv
-
-from tests.helpers import make_model, triclinic_cu
 
 
 def setup(e=40, n=5, c=3, n_basis=4, l_out=2):

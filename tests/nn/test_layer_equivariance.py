@@ -4,6 +4,7 @@ self-interaction and the norm nonlinearity commute with rotations (float64)."""
 import pytest
 import torch
 
+from tests.helpers import assert_equivariant
 from tfn_md.nn import (
     BesselBasis,
     Edges,
@@ -15,8 +16,6 @@ from tfn_md.nn import (
 )
 from tfn_md.nn.radial_table import tabulate
 from tfn_md.so3 import sh_dim, spherical_harmonics
-
-from tests.helpers import assert_equivariant
 
 L = 3
 

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import ethanol, make_model, triclinic_cu
 from tfn_md.graph import atoms_to_graph
 from tfn_md.inference.response import compute_response
-
-from tests.helpers import ethanol, make_model, triclinic_cu
 
 pytest.importorskip("e3nn")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))

@@ -8,11 +8,10 @@ import pytest
 import torch
 from ase import Atoms
 
+from tests.helpers import random_rotation_np
 from tfn_md import keys
 from tfn_md.tasks import get_task
 from tfn_md.tasks.common import batch_graph, load_task
-
-from tests.helpers import random_rotation_np
 
 DATASETS = Path(__file__).resolve().parents[2] / "datasets"
 

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import emt_dataset, small_config
 from tfn_md import TFNCalculator, load_potential
 from tfn_md.train import Trainer
-
-from tests.helpers import emt_dataset, small_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -55,17 +55,22 @@ MAX_EDGES = 1 << 16  # larger graphs run eagerly (chunked kernel; compiled whole
 # would materialise [E, K, c] tensors and take minutes to compile)
 
 
-@functools.cache
-def source_digest(root: Path = Path(__file__).resolve().parents[1]) -> bytes:
-    """Hash of every module of the package at ``root`` (paths relative to it, and contents):
-    a program key includes it, so a checkout with any edit never loads a program traced
-    from older code. All modules, not a list of the traced ones: the traced code lives in
-    the core, in inference/ and in lammps/ (a rank's program), and a list would miss the
-    next module a traced function calls into."""
+def digest_of_sources(root: Path) -> bytes:
+    """Hash of every module of the package at ``root`` (paths relative to it, and contents).
+    All modules, not a list of the traced ones: the traced code lives in the core, in
+    inference/ and in lammps/ (a rank's program), and a list would miss the next module a
+    traced function calls into."""
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return digest.digest()
+
+
+@functools.cache
+def source_digest() -> bytes:
+    """:func:`digest_of_sources` of this package, once per process: a program key includes
+    it, so a checkout with any edit never loads a program traced from older code."""
+    return digest_of_sources(Path(__file__).resolve().parents[1])
 
 
 def bucket(x: int, minimum: int = 16) -> int:

@@ -1,8 +1,8 @@
 """AOTInductor programs: trace, compile (in a child process), cache, load, check against eager.
 
 One place for the native code tfn_md runs: the calculator's whole-response programs
-(:mod:`tfn_md.inference.compiled`) and LAMMPS' local-energy programs (:mod:`tfn_md.lammps.local_program`)
-both come from :func:`build`.
+(:mod:`tfn_md.inference.compiled`) and LAMMPS' local-energy programs
+(:mod:`tfn_md.lammps.local_program`) both come from :func:`build`.
 
 Serial code. Programs are generated with Inductor's ``cpp.threads = 1`` (``CODEGEN``),
 whatever torch's thread count. Root cause of the heap corruption this prevents (torch 2.13

@@ -120,7 +120,7 @@ class TFNMLIAP:
         self._set_compiled(compile is True)
         with torch.no_grad():
             self.isolated = self.model.isolated_features(scalars_only=True)
-        # pruned graphs up to compiled_local.MAX_EDGES edges: one compiled program (its
+        # pruned graphs up to local_program.MAX_EDGES edges: one compiled program (its
         # padding edges need radial functions that vanish beyond the cutoff)
         vanishing = self.model.tabulated or self.model.config.basis == "bessel"
         self.compiled = None

@@ -7,8 +7,8 @@
               (:func:`tfn_md.train.uncertainty.calibrate_heads`) -> iter<i>/model.pt
       explore Langevin MD driven by the potential at [explore] temperatures; every
               `interval` steps the per-atom force spread of its energy heads
-              (:mod:`tfn_md.inference.uncertainty`) is computed; frames whose force spread (RMS over
-              atoms, or the largest, `statistic`) exceeds `threshold` are candidates (a
+              (:mod:`tfn_md.inference.uncertainty`) is computed; frames whose force spread
+              (RMS over atoms, or the largest, `statistic`) exceeds `threshold` are candidates (a
               trajectory ends past `stop`)
       select  candidates by decreasing spread, none within `min_separation` steps of one
               already selected on the same trajectory, at most `max_select` and the labels
