@@ -269,22 +269,21 @@ def test_cache_key_holds_the_source_of_every_module(tmp_path, monkeypatch):
     import shutil
 
     import tfn_md
-    from tfn_md.inference import compiled
 
     root = tmp_path / "tfn_md"
     shutil.copytree(Path(tfn_md.__file__).parent, root,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    digests = {compiled.digest_of_sources(root)}
+    digests = {programs.digest_of_sources(root)}
     for module in ("inference/response.py", "model.py", "nn/edge_kernel.py",
                    "lammps/local_program.py"):
         with open(root / module, "a") as f:
             f.write("\n# an edit\n")
-        digests.add(compiled.digest_of_sources(root))
+        digests.add(programs.digest_of_sources(root))
     assert len(digests) == 5
     # and the key of a program holds that digest
     model = make_model(cutoff=4.0)
     isolated = model.isolated_features(True)
     inputs = (torch.zeros(3),)
-    key = compiled.program_key(model, isolated, inputs, ("response", False))
-    monkeypatch.setattr(compiled, "source_digest", lambda: b"other source")
-    assert compiled.program_key(model, isolated, inputs, ("response", False)) != key
+    key = programs.program_key(model, isolated, inputs, ("response", False))
+    monkeypatch.setattr(programs, "source_digest", lambda: b"other source")
+    assert programs.program_key(model, isolated, inputs, ("response", False)) != key

@@ -168,7 +168,7 @@ def test_nve_follows_ase_velocity_verlet(tmp_path):
     ("in.ethanol", "ethanol-gfn2", ["-var", "steps", "20"]),
 ])
 def test_example_inputs_run(tmp_path, name, potential, args):
-    examples = HERE.parent / "examples" / "lammps"
+    examples = HERE.parents[1] / "examples" / "lammps"
     export_lammps(potential, tmp_path / f"{potential}.mliap")
     shutil.copy(examples / "ethanol.data", tmp_path)
     out = subprocess.run([sys.executable, str(examples / "run_lammps.py"), str(examples / name),

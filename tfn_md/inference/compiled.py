@@ -27,12 +27,9 @@ Every program is checked against the eager path on its first call. Any failure g
 warning and the eager path.
 """
 
-import functools
-import hashlib
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,37 +37,16 @@ from torch import Tensor
 
 from .. import keys
 from ..graph import Graph
-from ..version import __version__
 from . import programs
 from .programs import cache_dir
 from .response import compute_response
 
 __all__ = ["CompiledResponse", "bucket", "cache_dir"]
 
-FORMAT = 2  # of the cached programs: bump when the traced computation changes
-
 COMPILE_AFTER = 20  # compile="auto": calls of one atom bucket before it is compiled
 HEADROOM = 1.25  # a new program takes this many times the edges it was asked for
 MAX_EDGES = 1 << 16  # larger graphs run eagerly (chunked kernel; compiled whole they
 # would materialise [E, K, c] tensors and take minutes to compile)
-
-
-def digest_of_sources(root: Path) -> bytes:
-    """Hash of every module of the package at ``root`` (paths relative to it, and contents).
-    All modules, not a list of the traced ones: the traced code lives in the core, in
-    inference/ and in lammps/ (a rank's program), and a list would miss the next module a
-    traced function calls into."""
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return digest.digest()
-
-
-@functools.cache
-def source_digest() -> bytes:
-    """:func:`digest_of_sources` of this package, once per process: a program key includes
-    it, so a checkout with any edit never loads a program traced from older code."""
-    return digest_of_sources(Path(__file__).resolve().parents[1])
 
 
 def bucket(x: int, minimum: int = 16) -> int:
@@ -209,7 +185,7 @@ class CompiledResponse:
         """The response for ``inputs``' shapes as one checked program
         (:func:`tfn_md.inference.programs.build`); None on failure (then never again)."""
         try:
-            key = program_key(self.model, self.isolated, inputs, ("response", stress))
+            key = programs.program_key(self.model, self.isolated, inputs, ("response", stress))
             small = inputs[4].shape[1] <= programs.SMALL_PROGRAM  # edge_index [2, E]
             return programs.build(self._response(stress), inputs, key, small=small)
         except Exception as err:  # no C++ toolchain, unsafe cache, unsupported op, ...
@@ -217,20 +193,3 @@ class CompiledResponse:
             warnings.warn(f"compiling the TFN response failed ({type(err).__name__}: {err}); "
                           "using the eager path", RuntimeWarning, stacklevel=3)
             return None
-
-
-def program_key(model, isolated: Tensor, inputs: tuple, what: tuple) -> str:
-    """Hash of everything a program depends on: weights, tables, isolated features,
-    configuration, input shapes, ``what`` it computes, dtype, device, torch version and
-    the source of the model's code (so an edited checkout never loads a program of older
-    code)."""
-    digest = hashlib.sha256()
-    digest.update(source_digest())
-    meta = (model.config_dict(), [tuple(t.shape) for t in inputs], str(isolated.dtype),
-            str(isolated.device), what, torch.__version__, __version__, FORMAT)
-    digest.update(repr(meta).encode())
-    tensors = [*model.state_dict().values(), isolated]
-    tensors += [conv.table[0] for conv in model.convolutions if conv.table is not None]
-    for t in tensors:
-        digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()[:32]

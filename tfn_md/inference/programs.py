@@ -54,12 +54,15 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from ..nn.edge_kernel import unchunked
+from ..version import __version__
 from .program_check import TOLERANCE, compare
 
-__all__ = ["CODEGEN", "TOLERANCE", "Program", "ProgramError", "build", "cache_dir",
-           "fingerprint"]
+__all__ = ["CODEGEN", "FORMAT", "TOLERANCE", "Program", "ProgramError", "build", "cache_dir",
+           "digest_of_sources", "fingerprint", "program_key", "source_digest"]
+
 
 # Inductor options of every program (see the module docstring); dynamic_threads would
 # bring the parallel atomic-add path back even for one thread
@@ -104,6 +107,44 @@ def _addmm(bias, a, b, beta=1, alpha=1):
 # with BLAS calls, 105 / 100 ms with products up to 2^16 as loops.
 SMALL_PRODUCTS = {torch.ops.aten.mm.default: _mm, torch.ops.aten.bmm.default: _bmm,
                   torch.ops.aten.addmm.default: _addmm}
+
+
+FORMAT = 2  # of the cached programs: bump when the traced computation changes
+
+
+def digest_of_sources(root: Path) -> bytes:
+    """Hash of every module of the package at ``root`` (paths relative to it, and contents).
+    All modules, not a list of the traced ones: the traced code lives in the core, in
+    inference/ and in lammps/ (a rank's program), and a list would miss the next module a
+    traced function calls into."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.digest()
+
+
+@functools.cache
+def source_digest() -> bytes:
+    """:func:`digest_of_sources` of this package, once per process: a program key includes
+    it, so a checkout with any edit never loads a program traced from older code."""
+    return digest_of_sources(Path(__file__).resolve().parents[1])
+
+
+def program_key(model, isolated: Tensor, inputs: tuple, what: tuple) -> str:
+    """Hash of everything a program depends on: weights, tables, isolated features,
+    configuration, input shapes, ``what`` it computes, dtype, device, torch version and
+    the source of the model's code (so an edited checkout never loads a program of older
+    code)."""
+    digest = hashlib.sha256()
+    digest.update(source_digest())
+    meta = (model.config_dict(), [tuple(t.shape) for t in inputs], str(isolated.dtype),
+            str(isolated.device), what, torch.__version__, __version__, FORMAT)
+    digest.update(repr(meta).encode())
+    tensors = [*model.state_dict().values(), isolated]
+    tensors += [conv.table[0] for conv in model.convolutions if conv.table is not None]
+    for t in tensors:
+        digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:32]
 
 
 class ProgramError(RuntimeError):

@@ -24,7 +24,6 @@ import torch
 from torch import Tensor
 
 from ..inference import programs
-from ..inference.compiled import program_key
 from ..receptive import ReceptiveField
 
 __all__ = ["MAX_EDGES", "CompiledLocalEnergies"]
@@ -148,7 +147,7 @@ class CompiledLocalEnergies:
             return energies, grad
 
         try:
-            key = program_key(model, isolated, inputs, ("local", caps))
+            key = programs.program_key(model, isolated, inputs, ("local", caps))
             return programs.build(response, inputs, key,
                                   small=sum(caps[1]) <= programs.SMALL_PROGRAM)
         except Exception as err:  # no C++ toolchain, unsafe cache, unsupported op, ...
