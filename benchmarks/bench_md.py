@@ -90,7 +90,8 @@ def worker(engine: str, steps: int, launched: float, out: str, threads: str) -> 
     dyn.run(steps - WARM)
     done = time.time()
     traj.close()
-    compiled = getattr(getattr(atoms.calc, "compiled", None), "n_programs", None)
+    program = atoms.calc.engine.compiled  # None: no compiled path
+    compiled = None if program is None else program.n_programs
     print(json.dumps({"launched": launched, "loaded": loaded, "warm": warm, "done": done,
                       "closed": time.time(), "compiled_programs": compiled,
                       "mean_temperature_K": float(np.mean(log["temperature_K"]))}))
