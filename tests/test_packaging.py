@@ -3,6 +3,7 @@ environment outside the checkout, imports every module of the package and runs t
 (pytest run from the checkout imports the checkout's files, which would hide a package
 that pyproject.toml forgets to list.)"""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,10 @@ import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# the fresh environment sees nothing of this one's settings (a PYTHONPATH that names this
+# environment's site-packages, as LAMMPS' --env lines do, would import its tfn_md)
+CLEAN = {k: v for k, v in os.environ.items()
+         if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "VIRTUAL_ENV")}
 
 
 def package_modules() -> list[str]:
@@ -39,12 +44,13 @@ def test_the_wheel_installs_every_module_and_the_cli(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
-                    "--quiet", "--no-deps", str(wheel)], check=True)
+                    "--quiet", "--no-deps", str(wheel)], check=True, env=CLEAN)
     # the dependencies (torch, ase, ...) come from this environment's site-packages, after
     # the fresh environment's own (where the wheel's tfn_md is); .pth files there (such as
     # an editable install of the checkout) are not processed
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path("
-                           "'purelib'))"], capture_output=True, text=True, check=True)
+                           "'purelib'))"], capture_output=True, text=True, check=True,
+                          env=CLEAN)
     Path(site.stdout.strip(), "dependencies.pth").write_text(
         sysconfig.get_path("purelib") + "\n")
 
@@ -61,10 +67,11 @@ def test_the_wheel_installs_every_module_and_the_cli(tmp_path):
     )
     out = tmp_path / "elsewhere"
     out.mkdir()
-    run = subprocess.run([str(python), "-c", code], cwd=out, capture_output=True, text=True)
+    run = subprocess.run([str(python), "-c", code], cwd=out, capture_output=True, text=True,
+                         env=CLEAN)
     assert run.returncode == 0, run.stderr[-3000:]
     cli = subprocess.run([str(venv / "bin" / "tfn-md"), "--help"], cwd=out,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=CLEAN)
     assert cli.returncode == 0, cli.stderr[-3000:]
     for command in ("md", "relax", "train", "export-lammps", "data", "learn", "paper"):
         assert command in cli.stdout, f"tfn-md --help lacks {command}"
