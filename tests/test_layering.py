@@ -9,6 +9,7 @@ Layers, lowest first (a module may import its own group and lower layers only):
     fronts     ase/, lammps/, data/   (three groups: none imports another)
     workflows  train/, tasks/         (two groups)
     learn      learn/
+    check      check/                 (the report card: uses learn's reference calculators)
     cli        cli.py
 
 Every import counts, also those inside functions (a lazy import is still a dependency).
@@ -21,7 +22,7 @@ from pathlib import Path
 import tfn_md
 
 RANK = {"core": 0, "inference": 1, "ase": 2, "lammps": 2, "data": 2, "train": 3, "tasks": 3,
-        "learn": 4, "cli": 5}
+        "learn": 4, "check": 5, "cli": 6}
 
 
 def group(module: str) -> str:

@@ -73,5 +73,5 @@ def test_the_wheel_installs_every_module_and_the_cli(tmp_path):
     cli = subprocess.run([str(venv / "bin" / "tfn-md"), "--help"], cwd=out,
                          capture_output=True, text=True, env=CLEAN)
     assert cli.returncode == 0, cli.stderr[-3000:]
-    for command in ("md", "relax", "train", "export-lammps", "data", "learn", "paper"):
+    for command in ("md", "relax", "train", "export-lammps", "data", "learn", "paper", "check"):
         assert command in cli.stdout, f"tfn-md --help lacks {command}"

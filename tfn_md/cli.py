@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="on an error, show the full traceback (default: one line)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     from .ase.cli import add_simulate_parsers
+    from .check.cli import add_check_parser
     from .data.cli import add_data_parser
     from .lammps.cli import add_lammps_parser
     from .learn.cli import add_learn_parser
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_paper_parser(subparsers)
     add_lammps_parser(subparsers)
     add_learn_parser(subparsers)
+    add_check_parser(subparsers)
     return parser
 
 
