@@ -3,27 +3,38 @@
 import json
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["add_check_parser"]
 
 
 def add_check_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "check", help="physical properties of a potential beside its reference",
-        description="Compute physical properties of a cubic crystal with POTENTIAL and with "
-        "the reference calculator, the same way (each relaxed by itself), and print a "
-        "Markdown table of both with the errors: lattice constant, bulk modulus, elastic "
-        "constants, vacancy formation energy, low-index surface energies, phonon "
-        "frequencies at the zone boundary (see tfn_md/check/crystal.py).",
-        epilog="example: tfn-md check cu-emt --reference ase.calculators.emt:EMT "
-        "--crystal Cu -o cu-emt-card")
+        description="Compute physical properties with POTENTIAL and with the reference "
+        "calculator, the same way (each relaxes its own structures), and print a Markdown "
+        "table of both with the errors. A cubic crystal (--crystal): lattice constant, bulk "
+        "modulus, elastic constants, vacancy formation energy, low-index surface energies, "
+        "phonon frequencies at the zone boundary (tfn_md/check/crystal.py). A molecule "
+        "(--molecule or --structure): relaxed geometry RMSD, harmonic frequencies, rigid "
+        "torsion barriers of rotatable bonds, bond-stretch energies to 1.3x and 1.6x "
+        "(tfn_md/check/molecule.py).",
+        epilog="examples: tfn-md check cu-emt --reference ase.calculators.emt:EMT "
+        "--crystal Cu -o cu-emt-card; tfn-md check ethanol-gfn2 --reference GFN2-xTB "
+        "--molecule CH3CH2OH")
     p.add_argument("potential", help="shipped potential name (e.g. cu-emt) or checkpoint path")
     p.add_argument("--reference", required=True,
                    help="reference calculator: 'module:Class' (e.g. ase.calculators.emt:EMT) "
                    "or an xTB method (GFN2-xTB, GFN1-xTB; needs tblite)")
     p.add_argument("--reference-kwargs", type=json.loads, default=None, metavar="JSON",
                    help="keyword arguments of the reference class, as a JSON object")
-    p.add_argument("--crystal", required=True, metavar="SYMBOL", help="element, e.g. Cu")
-    p.add_argument("--structure", default="fcc", choices=["fcc", "bcc"])
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--crystal", metavar="SYMBOL", help="element of a cubic crystal, e.g. Cu")
+    what.add_argument("--molecule", metavar="NAME", help="molecule of ase.build (e.g. CH3CH2OH)")
+    what.add_argument("--structure", type=Path, metavar="FILE",
+                      help="a molecule from any file ASE reads (its last frame)")
+    p.add_argument("--lattice", default="fcc", choices=["fcc", "bcc"],
+                   help="the crystal's lattice (default fcc)")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"],
                    help="precision of the potential (default float64: finite differences)")
     p.add_argument("-o", "--output", type=Path, default=None,
@@ -36,24 +47,47 @@ def _check(args) -> int:
     from ..atomic import write_text_atomic
     from ..checkpoint import load_potential
     from ..learn.reference import reference_factory
-    from .crystal import crystal_properties, describe
     from .report import as_json, card_table
 
     model = load_potential(args.potential)  # a clear error now, not after the reference
-    if args.crystal not in model.species:
-        raise ValueError(f"--crystal {args.crystal}: the potential knows {model.species}")
     xtb = args.reference.upper().startswith(("GFN", "IPEA"))
     make_reference = reference_factory(args.reference if xtb else "",
                                        "" if xtb else args.reference, args.reference_kwargs)
-    reference = crystal_properties(lambda: make_reference(args.reference), args.crystal,
-                                   args.structure)
-    potential = crystal_properties(
-        lambda: TFNCalculator(model, dtype=args.dtype, compile=False), args.crystal,
-        args.structure, guess=reference["a"])
+
+    def reference_calc():
+        return make_reference(args.reference)
+
+    def potential_calc():
+        return TFNCalculator(model, dtype=args.dtype, compile=False)
+
+    summary = ""
+    if args.crystal is not None:
+        from .crystal import crystal_properties, describe
+
+        if args.crystal not in model.species:
+            raise ValueError(f"--crystal {args.crystal}: the potential knows {model.species}")
+        reference = crystal_properties(reference_calc, args.crystal, args.lattice)
+        potential = crystal_properties(potential_calc, args.crystal, args.lattice,
+                                       guess=reference["a"])
+    else:
+        from ..data.sources import molecule_or_file
+        from .molecule import describe, geometry_rmsd, molecule_properties
+
+        atoms, _ = molecule_or_file(args.molecule, args.structure)
+        unknown = sorted(set(atoms.get_chemical_symbols()) - set(model.species))
+        if unknown:
+            raise ValueError(f"the molecule has {unknown}; the potential knows {model.species}")
+        reference, ref_min, edges = molecule_properties(reference_calc, atoms)
+        potential, pot_min, _ = molecule_properties(potential_calc, atoms, edges)
+        freq = [abs(potential[k] - reference[k]) for k in reference if k.startswith("nu_")]
+        summary = (f"relaxed geometry RMSD {geometry_rmsd(ref_min, pot_min):.4f} A; harmonic "
+                   f"frequencies MAE {np.mean(freq):.1f} cm^-1, max {np.max(freq):.1f} cm^-1"
+                   if freq else "")
     table = card_table(potential, reference, describe, (args.potential, args.reference))
-    print(table)
+    text = table + (f"\n\n{summary}" if summary else "")
+    print(text)
     if args.output is not None:
         args.output.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(args.output / "report.md", table + "\n")
+        write_text_atomic(args.output / "report.md", text + "\n")
         write_text_atomic(args.output / "properties.json", as_json(potential, reference))
     return 0

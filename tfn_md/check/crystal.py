@@ -73,13 +73,13 @@ def _relaxed_energy(atoms: Atoms, calc) -> float:
     return float(atoms.get_potential_energy())
 
 
-def lattice_constant(symbol: str, structure: str, make: Callable, guess: float
+def lattice_constant(symbol: str, lattice: str, make: Callable, guess: float
                      ) -> tuple[float, float]:
     """(a0 in A, B in GPa) of the conventional cubic cell (module docstring)."""
     calc = make()
     a = guess
     for _ in range(2):
-        cells = [bulk(symbol, structure, a=a * s, cubic=True) for s in
+        cells = [bulk(symbol, lattice, a=a * s, cubic=True) for s in
                  (1 + np.linspace(-0.06, 0.06, 9)) ** (1 / 3)]
         energies = [_energy(c, calc) for c in cells]
         v0, _, b = EquationOfState([c.get_volume() for c in cells], energies,
@@ -117,11 +117,11 @@ def vacancy_energy(cell: Atoms, make: Callable) -> float:
     return _relaxed_energy(defect, make()) - (n - 1) / n * e_perfect
 
 
-def surface_energies(symbol: str, structure: str, a: float, e_atom: float, make: Callable
+def surface_energies(symbol: str, lattice: str, a: float, e_atom: float, make: Callable
                      ) -> dict[str, float]:
     """gamma_<hkl> in J/m^2 of the low-index surfaces (module docstring)."""
     out = {}
-    for hkl, build in SURFACES[structure].items():
+    for hkl, build in SURFACES[lattice].items():
         slab = build(symbol, size=(1, 1, SLAB_LAYERS), a=a, vacuum=10.0, periodic=True)
         area = np.linalg.norm(np.cross(slab.cell[0], slab.cell[1]))
         energy = _relaxed_energy(slab, make())
@@ -130,10 +130,10 @@ def surface_energies(symbol: str, structure: str, a: float, e_atom: float, make:
     return out
 
 
-def phonon_frequencies(symbol: str, structure: str, a: float, make: Callable
+def phonon_frequencies(symbol: str, lattice: str, a: float, make: Callable
                        ) -> dict[str, float]:
     """nu_<point>_<k> in THz at the zone-boundary points (module docstring)."""
-    primitive = bulk(symbol, structure, a=a)
+    primitive = bulk(symbol, lattice, a=a)
     points = primitive.cell.bandpath(npoints=0).special_points
     out = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -141,29 +141,29 @@ def phonon_frequencies(symbol: str, structure: str, a: float, make: Callable
                           name=f"{folder}/phonon")
         phonons.run()
         phonons.read(acoustic=True)
-        names = PHONON_POINTS[structure]
+        names = PHONON_POINTS[lattice]
         energies = phonons.band_structure([points[p] for p in names], verbose=False)
-    for name, row in zip(names, energies):
+    for name, row in zip(names, energies, strict=True):
         for k, e in enumerate(sorted(row), 1):
             out[f"nu_{name}_{k}"] = float(e) / THZ
     return out
 
 
-def crystal_properties(make: Callable, symbol: str, structure: str = "fcc",
+def crystal_properties(make: Callable, symbol: str, lattice: str = "fcc",
                        guess: float | None = None) -> dict[str, float]:
     """Every property of the module docstring for ``make()`` (a function returning a fresh
-    ASE calculator), for the cubic crystal ``structure`` ("fcc" or "bcc") of element
+    ASE calculator), for the cubic crystal ``lattice`` ("fcc" or "bcc") of element
     ``symbol``; ``guess``: first guess of a (default: from the atomic volume of ASE's
     reference structure of the element)."""
-    if structure not in SURFACES:
-        raise ValueError(f"structure = {structure!r} is not allowed: 'fcc' or 'bcc'")
+    if lattice not in SURFACES:
+        raise ValueError(f"lattice = {lattice!r} is not allowed: 'fcc' or 'bcc'")
     if guess is None:  # the atomic volume of ASE's reference structure of the element
         ground = bulk(symbol)
-        guess = ({"fcc": 4, "bcc": 2}[structure] * ground.get_volume() / len(ground)) ** (1 / 3)
-    a, b = lattice_constant(symbol, structure, make, guess)
-    cell = bulk(symbol, structure, a=a, cubic=True)
+        guess = ({"fcc": 4, "bcc": 2}[lattice] * ground.get_volume() / len(ground)) ** (1 / 3)
+    a, b = lattice_constant(symbol, lattice, make, guess)
+    cell = bulk(symbol, lattice, a=a, cubic=True)
     e_atom = _energy(cell.copy(), make()) / len(cell)
     return {"a": a, "B": b, **elastic_constants(cell, make),
             "E_vac": vacancy_energy(cell, make),
-            **surface_energies(symbol, structure, a, e_atom, make),
-            **phonon_frequencies(symbol, structure, a, make)}
+            **surface_energies(symbol, lattice, a, e_atom, make),
+            **phonon_frequencies(symbol, lattice, a, make)}

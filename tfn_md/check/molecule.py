@@ -1,0 +1,152 @@
+"""Physical properties of a molecule from any ASE calculator: the other half of a
+potential's report card (:mod:`tfn_md.check`), computed the same way for the potential and
+for its reference.
+
+Each calculator relaxes the molecule itself (BFGS, largest force below ``FMAX``); then
+
+* ``rmsd`` (A): RMSD between the two relaxed geometries after the best rotation and
+  translation (Kabsch) - a comparison, reported by :func:`geometry_rmsd`;
+* ``nu_<k>`` (cm^-1): the 3N-6 harmonic frequencies (3N-5 for a linear molecule) in
+  ascending order, from central finite differences of the forces (:mod:`ase.vibrations`,
+  displacements of 0.01 A) at the calculator's own minimum;
+* ``torsion_<i>-<j>`` (meV): the barrier (highest minus lowest energy) of a rigid scan
+  of each rotatable bond i-j (a single bond between two atoms that both have other
+  neighbours, outside any ring) in steps of 15 degrees, rotating the smaller side;
+* ``stretch_<A>-<B>_<f>`` (eV): the energy of the first bond of each element pair A-B
+  stretched rigidly to f = 1.3 and 1.6 times its length (the smaller side moved), above
+  the minimum. Bonds are pairs closer than 1.3 times the sum of their covalent radii at
+  the reference's minimum; atoms are numbered from 0 as in the input.
+"""
+
+import tempfile
+from collections.abc import Callable
+
+import numpy as np
+from ase import Atoms, units
+from ase.neighborlist import natural_cutoffs, neighbor_list
+from ase.optimize import BFGS
+from ase.vibrations import Vibrations
+
+__all__ = ["FMAX", "bonds", "describe", "geometry_rmsd", "molecule_properties", "relaxed"]
+
+FMAX = 0.001  # eV/A
+TORSION_STEP = 15  # degrees
+STRETCH = (1.3, 1.6)
+CM1 = units.invcm  # eV per cm^-1
+
+
+def describe(name: str) -> tuple[str, str]:
+    """(description, unit) of a property name of :func:`molecule_properties`."""
+    if name == "rmsd":
+        return "relaxed geometry RMSD", "A"
+    if name.startswith("nu_"):
+        return f"harmonic frequency {name[3:]}", "cm^-1"
+    if name.startswith("torsion_"):
+        return f"rigid torsion barrier {name[8:]}", "meV"
+    _, pair, factor = name.split("_")
+    return f"bond {pair} stretched to {factor}x", "eV"
+
+
+def relaxed(atoms: Atoms, calc) -> Atoms:
+    """A copy of ``atoms`` relaxed with ``calc`` (attached)."""
+    atoms = atoms.copy()
+    atoms.calc = calc
+    BFGS(atoms, logfile=None).run(fmax=FMAX, steps=2000)
+    return atoms
+
+
+def geometry_rmsd(a: Atoms, b: Atoms) -> float:
+    """RMSD (A) of ``a`` and ``b`` after the best rigid motion of ``b`` (Kabsch)."""
+    x = a.positions - a.positions.mean(0)
+    y = b.positions - b.positions.mean(0)
+    u, _, vt = np.linalg.svd(y.T @ x)
+    d = np.sign(np.linalg.det(u @ vt))
+    rotation = u @ np.diag([1, 1, d]) @ vt
+    return float(np.sqrt(((y @ rotation - x) ** 2).sum(1).mean()))
+
+
+def bonds(atoms: Atoms) -> list[tuple[int, int]]:
+    """Pairs i < j closer than 1.3 times the sum of their covalent radii."""
+    i, j = neighbor_list("ij", atoms, natural_cutoffs(atoms, mult=1.3))
+    return sorted({(int(a), int(b)) for a, b in zip(i, j, strict=True) if a < b})
+
+
+def _side(n: int, edges: list[tuple[int, int]], i: int, j: int) -> np.ndarray | None:
+    """Mask of the atoms reached from j without crossing bond i-j (None if i is reached:
+    the bond is in a ring)."""
+    neighbours = {k: set() for k in range(n)}
+    for a, b in edges:
+        if {a, b} != {i, j}:
+            neighbours[a].add(b)
+            neighbours[b].add(a)
+    seen, todo = {j}, [j]
+    while todo:
+        for k in neighbours[todo.pop()] - seen:
+            seen.add(k)
+            todo.append(k)
+    if i in seen:
+        return None
+    mask = np.zeros(n, dtype=bool)
+    mask[list(seen)] = True
+    return mask
+
+
+def _smaller(n, edges, i, j):
+    """(i, j, mask of j's side) with j's side the smaller one, or None in a ring."""
+    mask = _side(n, edges, i, j)
+    if mask is None:
+        return None
+    return (i, j, mask) if mask.sum() <= n / 2 else (j, i, ~mask)
+
+
+def molecule_properties(make: Callable, atoms: Atoms, edges: list | None = None
+                        ) -> tuple[dict[str, float], Atoms, list[tuple[int, int]]]:
+    """Every property of the module docstring but the RMSD, for ``make()`` (a function
+    returning a fresh ASE calculator); the relaxed molecule; the bonds scanned: ``edges``,
+    or where None the :func:`bonds` of this minimum (give the potential the reference's)."""
+    minimum = relaxed(atoms, make())
+    edges = bonds(minimum) if edges is None else edges
+    e0 = float(minimum.get_potential_energy())
+    out = {}
+    with tempfile.TemporaryDirectory() as folder:
+        vib = Vibrations(minimum, name=f"{folder}/vib", delta=0.01, nfree=2)
+        vib.run()
+        energies = np.sort(np.real(vib.get_energies()))
+    n, linear = len(atoms), np.linalg.matrix_rank(minimum.positions - minimum.positions[0]) < 2
+    for k, e in enumerate(energies[(5 if linear else 6):], 1):
+        out[f"nu_{k}"] = float(e / CM1)
+    degree = np.bincount(np.array(edges).ravel(), minlength=n) if edges else np.zeros(n)
+    calc = make()
+    for i, j in edges:
+        if degree[i] < 2 or degree[j] < 2:
+            continue
+        side = _smaller(n, edges, i, j)
+        if side is None:
+            continue
+        b, c, mask = side
+        a = next(k for e in edges for k in e if b in e and k not in (b, c))
+        d = next(k for e in edges for k in e if c in e and k not in (b, c))
+        scan = minimum.copy()
+        scan.calc = calc
+        start = scan.get_dihedral(a, b, c, d)
+        energies = []
+        for step in range(0, 360, TORSION_STEP):
+            scan.set_dihedral(a, b, c, d, start + step, mask=mask)
+            energies.append(scan.get_potential_energy())
+        out[f"torsion_{min(i, j)}-{max(i, j)}"] = 1e3 * float(np.ptp(energies))
+    symbols = minimum.get_chemical_symbols()
+    pairs = {}
+    for i, j in edges:
+        pairs.setdefault("-".join(sorted((symbols[i], symbols[j]))), (i, j))
+    for pair, (i, j) in sorted(pairs.items()):
+        side = _smaller(n, edges, i, j)
+        if side is None:
+            continue
+        b, c, mask = side
+        length = minimum.get_distance(b, c)
+        for factor in STRETCH:
+            stretched = minimum.copy()
+            stretched.set_distance(b, c, factor * length, fix=0, indices=np.flatnonzero(mask))
+            stretched.calc = calc
+            out[f"stretch_{pair}_{factor}"] = float(stretched.get_potential_energy()) - e0
+    return out, minimum, edges
