@@ -42,8 +42,9 @@ def test_diatomic_frequency_matches_the_curvature_of_its_bond():
     """H2 in GFN2-xTB: nu = sqrt(k / mu) / (2 pi c) with k = d2E/dr2 from a scan of the bond
     length (central differences), against ase.vibrations in molecule_properties."""
     h2 = relaxed(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]), xtb())
-    props, minimum, edges = molecule_properties(xtb, h2)
-    assert edges == [(0, 1)] and list(props).count("nu_1") == 1 and "nu_2" not in props
+    card = molecule_properties(xtb, h2)
+    props, minimum = card.properties, card.minimum
+    assert card.bonds == [(0, 1)] and "nu_1" in props and "nu_2" not in props
     r0, h = minimum.get_distance(0, 1), 1e-3
     energies = []
     for r in (r0 - h, r0, r0 + h):
@@ -56,6 +57,21 @@ def test_diatomic_frequency_matches_the_curvature_of_its_bond():
     nu = np.sqrt(k / (mu * units._amu) * units._e * 1e20) / (2 * np.pi * units._c * 100)
     assert abs(props["nu_1"] - nu) < 0.01 * nu, (props["nu_1"], nu)
     assert 0 < props["stretch_H-H_1.3"] < props["stretch_H-H_1.6"]
+    factors, energies = card.scans["stretch_H-H"]
+    assert abs(energies[factors.index(1.0)]) < 1e-9 and min(energies) > -1e-9  # the minimum
+
+
+def test_scans_start_at_the_minimum_and_torsions_are_periodic():
+    card = molecule_properties(xtb, molecule("CH3CH2OH"))
+    torsions = [k for k in card.scans if k.startswith("torsion")]
+    assert sorted(torsions) == ["torsion_0-1", "torsion_1-2"]  # C-C and C-O
+    for name in torsions:
+        angles, energies = card.scans[name]
+        assert angles[0] == 0 and angles[-1] == 360
+        assert abs(energies[0]) < 1e-6 and abs(energies[-1]) < 1e-6  # a full turn comes back
+        assert abs(1e3 * np.ptp(energies) - card.properties[name]) < 1e-9
+    assert {k for k in card.scans if k.startswith("stretch")} == {
+        "stretch_C-C", "stretch_C-H", "stretch_C-O", "stretch_H-O"}
 
 
 def test_cli_on_the_shipped_ethanol_potential(tmp_path, capsys):
@@ -66,6 +82,7 @@ def test_cli_on_the_shipped_ethanol_potential(tmp_path, capsys):
                  "CH3CH2OH", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "relaxed geometry RMSD" in printed and "| rigid torsion barrier 0-1 |" in printed
+    assert (out / "scans.png").stat().st_size > 10_000
     data = json.loads((out / "properties.json").read_text())
     ref, pot = data["reference"], data["potential"]
     freq = [abs(pot[k] - ref[k]) for k in ref if k.startswith("nu_")]

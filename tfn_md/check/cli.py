@@ -38,7 +38,8 @@ def add_check_parser(subparsers) -> None:
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"],
                    help="precision of the potential (default float64: finite differences)")
     p.add_argument("-o", "--output", type=Path, default=None,
-                   help="folder for report.md and properties.json (default: print only)")
+                   help="folder for report.md, properties.json and (molecules) scans.png "
+                   "(default: print only)")
     p.set_defaults(func=_check)
 
 
@@ -47,7 +48,7 @@ def _check(args) -> int:
     from ..atomic import write_text_atomic
     from ..checkpoint import load_potential
     from ..learn.reference import reference_factory
-    from .report import as_json, card_table
+    from .report import as_json, card_table, plot_scans
 
     model = load_potential(args.potential)  # a clear error now, not after the reference
     xtb = args.reference.upper().startswith(("GFN", "IPEA"))
@@ -60,7 +61,7 @@ def _check(args) -> int:
     def potential_calc():
         return TFNCalculator(model, dtype=args.dtype, compile=False)
 
-    summary = ""
+    summary, scans = "", {}
     if args.crystal is not None:
         from .crystal import crystal_properties, describe
 
@@ -77,17 +78,24 @@ def _check(args) -> int:
         unknown = sorted(set(atoms.get_chemical_symbols()) - set(model.species))
         if unknown:
             raise ValueError(f"the molecule has {unknown}; the potential knows {model.species}")
-        reference, ref_min, edges = molecule_properties(reference_calc, atoms)
-        potential, pot_min, _ = molecule_properties(potential_calc, atoms, edges)
+        ref_card = molecule_properties(reference_calc, atoms)
+        pot_card = molecule_properties(potential_calc, atoms, ref_card.bonds)
+        reference, potential = ref_card.properties, pot_card.properties
+        scans = {k: (pot_card.scans[k], ref_card.scans[k]) for k in ref_card.scans}
         freq = [abs(potential[k] - reference[k]) for k in reference if k.startswith("nu_")]
-        summary = (f"relaxed geometry RMSD {geometry_rmsd(ref_min, pot_min):.4f} A; harmonic "
-                   f"frequencies MAE {np.mean(freq):.1f} cm^-1, max {np.max(freq):.1f} cm^-1"
-                   if freq else "")
+        rmsd = geometry_rmsd(ref_card.minimum, pot_card.minimum)
+        summary = f"relaxed geometry RMSD {rmsd:.4f} A" + (
+            f"; harmonic frequencies MAE {np.mean(freq):.1f} cm^-1, max {np.max(freq):.1f} "
+            "cm^-1" if freq else "")
     table = card_table(potential, reference, describe, (args.potential, args.reference))
     text = table + (f"\n\n{summary}" if summary else "")
     print(text)
     if args.output is not None:
         args.output.mkdir(parents=True, exist_ok=True)
         write_text_atomic(args.output / "report.md", text + "\n")
-        write_text_atomic(args.output / "properties.json", as_json(potential, reference))
+        write_text_atomic(args.output / "properties.json",
+                          as_json(potential, reference, scans))
+        if scans and not plot_scans(scans, args.output / "scans.png",
+                                    (args.potential, args.reference)):
+            print("(scans.png not written: matplotlib is missing, pip install tfn_md[plot])")
     return 0

@@ -14,12 +14,14 @@ Each calculator relaxes the molecule itself (BFGS, largest force below ``FMAX``)
   neighbours, outside any ring) in steps of 15 degrees, rotating the smaller side;
 * ``stretch_<A>-<B>_<f>`` (eV): the energy of the first bond of each element pair A-B
   stretched rigidly to f = 1.3 and 1.6 times its length (the smaller side moved), above
-  the minimum. Bonds are pairs closer than 1.3 times the sum of their covalent radii at
-  the reference's minimum; atoms are numbered from 0 as in the input.
+  the minimum, from a scan of f = 0.8 to 1.6 in steps of 0.05. Bonds are pairs closer
+  than 1.3 times the sum of their covalent radii at the reference's minimum; atoms are
+  numbered from 0 as in the input.
 """
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms, units
@@ -27,7 +29,8 @@ from ase.neighborlist import natural_cutoffs, neighbor_list
 from ase.optimize import BFGS
 from ase.vibrations import Vibrations
 
-__all__ = ["FMAX", "bonds", "describe", "geometry_rmsd", "molecule_properties", "relaxed"]
+__all__ = ["FMAX", "MoleculeCard", "bonds", "describe", "geometry_rmsd", "molecule_properties",
+           "relaxed"]
 
 FMAX = 0.001  # eV/A
 TORSION_STEP = 15  # degrees
@@ -99,15 +102,29 @@ def _smaller(n, edges, i, j):
     return (i, j, mask) if mask.sum() <= n / 2 else (j, i, ~mask)
 
 
+@dataclass
+class MoleculeCard:
+    """What :func:`molecule_properties` found for one calculator: ``properties`` (module
+    docstring), the relaxed ``minimum``, the ``bonds`` scanned, and the ``scans``: name ->
+    (x, energy above the minimum in eV) for every torsion (x in degrees from the minimum's
+    dihedral) and stretch (x the length over the minimum's)."""
+
+    properties: dict[str, float]
+    minimum: Atoms
+    bonds: list[tuple[int, int]]
+    scans: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+
+
 def molecule_properties(make: Callable, atoms: Atoms, edges: list | None = None
-                        ) -> tuple[dict[str, float], Atoms, list[tuple[int, int]]]:
+                        ) -> MoleculeCard:
     """Every property of the module docstring but the RMSD, for ``make()`` (a function
-    returning a fresh ASE calculator); the relaxed molecule; the bonds scanned: ``edges``,
-    or where None the :func:`bonds` of this minimum (give the potential the reference's)."""
+    returning a fresh ASE calculator). The bonds scanned are ``edges``, or where None the
+    :func:`bonds` of this calculator's minimum (give the potential the reference's)."""
     minimum = relaxed(atoms, make())
     edges = bonds(minimum) if edges is None else edges
     e0 = float(minimum.get_potential_energy())
-    out = {}
+    card = MoleculeCard({}, minimum, edges)
+    out = card.properties
     with tempfile.TemporaryDirectory() as folder:
         vib = Vibrations(minimum, name=f"{folder}/vib", delta=0.01, nfree=2)
         vib.run()
@@ -117,6 +134,11 @@ def molecule_properties(make: Callable, atoms: Atoms, edges: list | None = None
         out[f"nu_{k}"] = float(e / CM1)
     degree = np.bincount(np.array(edges).ravel(), minlength=n) if edges else np.zeros(n)
     calc = make()
+
+    def energy(moved: Atoms) -> float:
+        moved.calc = calc
+        return float(moved.get_potential_energy()) - e0
+
     for i, j in edges:
         if degree[i] < 2 or degree[j] < 2:
             continue
@@ -126,14 +148,15 @@ def molecule_properties(make: Callable, atoms: Atoms, edges: list | None = None
         b, c, mask = side
         a = next(k for e in edges for k in e if b in e and k not in (b, c))
         d = next(k for e in edges for k in e if c in e and k not in (b, c))
-        scan = minimum.copy()
-        scan.calc = calc
-        start = scan.get_dihedral(a, b, c, d)
-        energies = []
-        for step in range(0, 360, TORSION_STEP):
+        start = minimum.get_dihedral(a, b, c, d)
+        angles, energies = list(range(0, 360 + TORSION_STEP, TORSION_STEP)), []
+        for step in angles:
+            scan = minimum.copy()
             scan.set_dihedral(a, b, c, d, start + step, mask=mask)
-            energies.append(scan.get_potential_energy())
-        out[f"torsion_{min(i, j)}-{max(i, j)}"] = 1e3 * float(np.ptp(energies))
+            energies.append(energy(scan))
+        name = f"torsion_{min(i, j)}-{max(i, j)}"
+        out[name] = 1e3 * float(np.ptp(energies))
+        card.scans[name] = ([float(x) for x in angles], energies)
     symbols = minimum.get_chemical_symbols()
     pairs = {}
     for i, j in edges:
@@ -144,9 +167,12 @@ def molecule_properties(make: Callable, atoms: Atoms, edges: list | None = None
             continue
         b, c, mask = side
         length = minimum.get_distance(b, c)
-        for factor in STRETCH:
+        factors, energies = [round(float(f), 2) for f in np.arange(0.8, 1.65, 0.05)], []
+        for factor in factors:
             stretched = minimum.copy()
             stretched.set_distance(b, c, factor * length, fix=0, indices=np.flatnonzero(mask))
-            stretched.calc = calc
-            out[f"stretch_{pair}_{factor}"] = float(stretched.get_potential_energy()) - e0
-    return out, minimum, edges
+            energies.append(energy(stretched))
+        for factor in STRETCH:
+            out[f"stretch_{pair}_{factor}"] = energies[factors.index(factor)]
+        card.scans[f"stretch_{pair}"] = (factors, energies)
+    return card

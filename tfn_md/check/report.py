@@ -4,7 +4,7 @@ error, as Markdown (and the numbers as JSON)."""
 import json
 import math
 
-__all__ = ["as_json", "card_table", "relative_errors"]
+__all__ = ["as_json", "card_table", "plot_scans", "relative_errors"]
 
 
 def relative_errors(potential: dict, reference: dict) -> dict[str, float]:
@@ -29,7 +29,42 @@ def card_table(potential: dict, reference: dict, describe, names=("potential", "
     return "\n".join(lines)
 
 
-def as_json(potential: dict, reference: dict) -> str:
-    """Both sets of values and the relative errors, as JSON."""
+def as_json(potential: dict, reference: dict, scans: dict | None = None) -> str:
+    """Both sets of values, the relative errors and the ``scans``, as JSON."""
     return json.dumps({"potential": potential, "reference": reference,
-                       "relative_error": relative_errors(potential, reference)}, indent=1)
+                       "relative_error": relative_errors(potential, reference),
+                       "scans": scans or {}}, indent=1)
+
+
+def plot_scans(scans: dict, path, names=("potential", "reference")) -> bool:
+    """One panel per scan (name -> ((x, E) of the potential, (x, E) of the reference)):
+    both energy curves and their difference; written to ``path``. False where matplotlib
+    is missing (nothing written)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    from ..atomic import atomic_path
+
+    cols = min(3, len(scans))
+    rows = -(-len(scans) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, (name, (mine, theirs)) in zip(axes.flat, scans.items(), strict=False):  # spare panels
+        ax.plot(theirs[0], theirs[1], "k-", label=names[1])
+        ax.plot(mine[0], mine[1], "C0--", label=names[0])
+        ax.plot(mine[0], [a - b for a, b in zip(mine[1], theirs[1], strict=True)], "C3:",
+                label="difference")
+        ax.set_title(name.replace("_", " "))
+        ax.set_xlabel("degrees" if name.startswith("torsion") else "length / minimum's")
+        ax.set_ylabel("E - E_min (eV)")
+    for ax in list(axes.flat)[len(scans):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return True
