@@ -57,7 +57,7 @@ def test_diatomic_frequency_matches_the_curvature_of_its_bond():
     nu = np.sqrt(k / (mu * units._amu) * units._e * 1e20) / (2 * np.pi * units._c * 100)
     assert abs(props["nu_1"] - nu) < 0.01 * nu, (props["nu_1"], nu)
     assert 0 < props["stretch_H-H_1.3"] < props["stretch_H-H_1.6"]
-    factors, energies = card.scans["stretch_H-H"]
+    factors, energies, _ = card.scans["stretch_H-H"]
     assert abs(energies[factors.index(1.0)]) < 1e-9 and min(energies) > -1e-9  # the minimum
 
 
@@ -66,7 +66,8 @@ def test_scans_start_at_the_minimum_and_torsions_are_periodic():
     torsions = [k for k in card.scans if k.startswith("torsion")]
     assert sorted(torsions) == ["torsion_0-1", "torsion_1-2"]  # C-C and C-O
     for name in torsions:
-        angles, energies = card.scans[name]
+        angles, energies, spreads = card.scans[name]
+        assert spreads is None  # GFN2-xTB gives no uncertainty
         assert angles[0] == 0 and angles[-1] == 360
         assert abs(energies[0]) < 1e-6 and abs(energies[-1]) < 1e-6  # a full turn comes back
         assert abs(1e3 * np.ptp(energies) - card.properties[name]) < 1e-9
@@ -89,6 +90,9 @@ def test_cli_on_the_shipped_ethanol_potential(tmp_path, capsys):
     assert len(freq) == 3 * 9 - 6 and np.mean(freq) < 10
     for k in ("torsion_0-1", "torsion_1-2"):
         assert abs(data["relative_error"][k]) < 0.05
+    mine, theirs = data["scans"]["stretch_C-C"]  # (x, energy, force spread) each
+    assert mine[0] == theirs[0] and len(mine[0]) == 17 and theirs[2] is None
+    assert len(mine[2]) == 17 and all(s > 0 for s in mine[2])  # 8 heads: an uncertainty
     with pytest.raises(SystemExit):  # one structure at a time
         main(["check", "ethanol-gfn2", "--reference", "GFN2-xTB", "--molecule", "CH3CH2OH",
               "--crystal", "C"])

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms, units
+from ase.calculators.calculator import PropertyNotImplementedError
 from ase.neighborlist import natural_cutoffs, neighbor_list
 from ase.optimize import BFGS
 from ase.vibrations import Vibrations
@@ -106,13 +107,20 @@ def _smaller(n, edges, i, j):
 class MoleculeCard:
     """What :func:`molecule_properties` found for one calculator: ``properties`` (module
     docstring), the relaxed ``minimum``, the ``bonds`` scanned, and the ``scans``: name ->
-    (x, energy above the minimum in eV) for every torsion (x in degrees from the minimum's
-    dihedral) and stretch (x the length over the minimum's)."""
+    (x, energy above the minimum in eV, force spread in eV/A) for every torsion (x in
+    degrees from the minimum's dihedral) and stretch (x the length over the minimum's).
+    The force spread is the calculator's uncertainty, the RMS over atoms of its
+    ``forces_spread`` (a TFN with several energy heads), or None where it has none."""
 
     properties: dict[str, float]
     minimum: Atoms
     bonds: list[tuple[int, int]]
-    scans: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    scans: dict[str, tuple[list[float], list[float], list[float] | None]] = field(
+        default_factory=dict)
+
+
+def _known(values: list) -> list | None:
+    return None if any(v is None for v in values) else values
 
 
 def molecule_properties(make: Callable, atoms: Atoms, edges: list | None = None
@@ -139,6 +147,15 @@ def molecule_properties(make: Callable, atoms: Atoms, edges: list | None = None
         moved.calc = calc
         return float(moved.get_potential_energy()) - e0
 
+    def spread(moved: Atoms) -> float | None:
+        if "forces_spread" not in getattr(calc, "implemented_properties", ()):
+            return None
+        try:
+            values = calc.get_property("forces_spread", moved)
+        except PropertyNotImplementedError:  # a TFN with one energy head
+            return None
+        return float(np.sqrt(np.mean(np.square(values))))
+
     for i, j in edges:
         if degree[i] < 2 or degree[j] < 2:
             continue
@@ -149,14 +166,15 @@ def molecule_properties(make: Callable, atoms: Atoms, edges: list | None = None
         a = next(k for e in edges for k in e if b in e and k not in (b, c))
         d = next(k for e in edges for k in e if c in e and k not in (b, c))
         start = minimum.get_dihedral(a, b, c, d)
-        angles, energies = list(range(0, 360 + TORSION_STEP, TORSION_STEP)), []
+        angles, energies, spreads = list(range(0, 360 + TORSION_STEP, TORSION_STEP)), [], []
         for step in angles:
             scan = minimum.copy()
             scan.set_dihedral(a, b, c, d, start + step, mask=mask)
             energies.append(energy(scan))
+            spreads.append(spread(scan))
         name = f"torsion_{min(i, j)}-{max(i, j)}"
         out[name] = 1e3 * float(np.ptp(energies))
-        card.scans[name] = ([float(x) for x in angles], energies)
+        card.scans[name] = ([float(x) for x in angles], energies, _known(spreads))
     symbols = minimum.get_chemical_symbols()
     pairs = {}
     for i, j in edges:
@@ -167,12 +185,14 @@ def molecule_properties(make: Callable, atoms: Atoms, edges: list | None = None
             continue
         b, c, mask = side
         length = minimum.get_distance(b, c)
-        factors, energies = [round(float(f), 2) for f in np.arange(0.8, 1.65, 0.05)], []
+        factors = [round(float(f), 2) for f in np.arange(0.8, 1.65, 0.05)]
+        energies, spreads = [], []
         for factor in factors:
             stretched = minimum.copy()
             stretched.set_distance(b, c, factor * length, fix=0, indices=np.flatnonzero(mask))
             energies.append(energy(stretched))
+            spreads.append(spread(stretched))
         for factor in STRETCH:
             out[f"stretch_{pair}_{factor}"] = energies[factors.index(factor)]
-        card.scans[f"stretch_{pair}"] = (factors, energies)
+        card.scans[f"stretch_{pair}"] = (factors, energies, _known(spreads))
     return card

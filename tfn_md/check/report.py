@@ -37,8 +37,9 @@ def as_json(potential: dict, reference: dict, scans: dict | None = None) -> str:
 
 
 def plot_scans(scans: dict, path, names=("potential", "reference")) -> bool:
-    """One panel per scan (name -> ((x, E) of the potential, (x, E) of the reference)):
-    both energy curves and their difference; written to ``path``. False where matplotlib
+    """One panel per scan (name -> ((x, E[, spread]) of the potential, (x, E, ...) of the
+    reference)): both energy curves, their difference and (where given) the potential's
+    force spread on a second axis; written to ``path``. False where matplotlib
     is missing (nothing written)."""
     try:
         import matplotlib
@@ -60,6 +61,12 @@ def plot_scans(scans: dict, path, names=("potential", "reference")) -> bool:
         ax.set_title(name.replace("_", " "))
         ax.set_xlabel("degrees" if name.startswith("torsion") else "length / minimum's")
         ax.set_ylabel("E - E_min (eV)")
+        if len(mine) > 2 and mine[2] is not None:  # the potential's uncertainty
+            twin = ax.twinx()
+            twin.plot(mine[0], mine[2], "C2-.", label=f"{names[0]} force spread")
+            twin.set_ylabel("force spread, RMS over atoms (eV/A)", color="C2", fontsize=8)
+            if ax is axes.flat[0]:
+                twin.legend(fontsize=8, loc="upper right")
     for ax in list(axes.flat)[len(scans):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
