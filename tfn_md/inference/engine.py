@@ -41,7 +41,7 @@ from .chunks import compiled_chunk
 from .response import compute_response, full_3x3_to_voigt
 from .uncertainty import ensemble_response
 
-__all__ = ["Engine", "check_calculator_args"]
+__all__ = ["Engine", "check_calculator_args", "compile_setting", "inference_model"]
 
 
 def check_calculator_args(potential: Any, device: Any, dtype: Any, skin: Any, compile: Any,
@@ -60,6 +60,25 @@ def check_calculator_args(potential: Any, device: Any, dtype: Any, skin: Any, co
     return checked_device, checked_dtype, checked_skin
 
 
+def inference_model(model: TFN, device: torch.device, dtype: torch.dtype | None,
+                    exact: bool) -> TFN:
+    """``model`` ready for inference (in place): on ``device`` in ``dtype`` (None: its own),
+    eval mode, frozen weights, radial functions tabulated unless ``exact``."""
+    model = model.to(device=device, dtype=dtype or model.e0.dtype).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if not exact:
+        model.tabulate()
+    return model
+
+
+def compile_setting(compile: bool | str) -> bool | str:
+    """``compile`` with "auto" turned off (False) by the environment's TFN_MD_COMPILE=0."""
+    if compile == "auto" and os.environ.get("TFN_MD_COMPILE", "1") == "0":
+        return False
+    return compile
+
+
 class Engine:
     """A potential ready to evaluate structures (arguments as :class:`tfn_md.TFNCalculator`).
 
@@ -76,16 +95,11 @@ class Engine:
         else:
             model = load_potential(potential)
         self.device = torch.device(device)
-        self.dtype = dtype or model.e0.dtype
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        if compile == "auto" and os.environ.get("TFN_MD_COMPILE", "1") == "0":
-            compile = False
+        self.model = inference_model(model, self.device, dtype, exact)
+        self.dtype = self.model.e0.dtype
+        compile = compile_setting(compile)
         if compile is True:
             self._compile_chunks()
-        if not exact:
-            self.model.tabulate()
         self.heads = self.model.config.energy_heads > 1
         # features of atoms without neighbours depend only on the weights: computed once
         per_species = not self.model.config.n_scalar_inputs

@@ -41,7 +41,7 @@ from ..atomic import atomic_path
 from ..checkpoint import checkpoint_bytes, model_from_checkpoint, read_checkpoint, resolve_potential
 from ..inference.chunks import compiled_chunk
 from ..inference.compiled import COMPILE_AFTER
-from ..inference.engine import check_calculator_args
+from ..inference.engine import check_calculator_args, compile_setting, inference_model
 from ..model import TFN
 from ..receptive import receptive_field
 from .local_program import CompiledLocalEnergies
@@ -108,13 +108,8 @@ class TFNMLIAP:
         if model.config.n_scalar_inputs:
             raise ValueError("LAMMPS cannot give this potential its per-atom scalar inputs")
         self.device = torch.device(device)
-        self.model = model.to(device=self.device, dtype=dtype or model.e0.dtype).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        if not state.get("exact", False):
-            self.model.tabulate()
-        if compile == "auto" and os.environ.get("TFN_MD_COMPILE", "1") == "0":
-            compile = False
+        self.model = inference_model(model, self.device, dtype, state.get("exact", False))
+        compile = compile_setting(compile)
         # "auto": steps until the chunk kernels get compiled (None: not counting)
         self._steps_left = COMPILE_AFTER if compile == "auto" else None
         self._set_compiled(compile is True)
