@@ -4,7 +4,8 @@
     x^(k+1)    = x^(k) + NL(SelfInteraction(concat_p Conv_p(x^(k))))   [n, c, (l+1)^2]
     E_i        = w_E · x^(last)_{l=0}                             [n]
     v_i        = w_v · x^(last)_{l=1}  (as Cartesian x, y, z)     [n, 3]
-    E          = sum_i (scale * E_i + shift + E0[Z_i])  (+ ZBL pairs if zbl)  [n_graphs]
+    E          = sum_i (scale * E_i + shift + E0[Z_i])  (+ ZBL, wall pairs)  [n_graphs]
+    sigma_E    = sqrt(f^T C f),  f = sum_i (z_i - z_i,isolated)  (if llpr)  [n_graphs]
 
 E_i is measured from the readout of the same species without neighbours, so an
 isolated atom has E = shift + E0[Z] exactly (E0 are isolated-atom energies).
@@ -35,7 +36,7 @@ from .nn import (
 )
 from .nn.edge_kernel import tracing_for_compiler
 from .nn.radial_table import tabulate
-from .nn.repulsion import zbl_pair_energy
+from .nn.repulsion import wall_pair_energy, zbl_pair_energy
 from .receptive import ReceptiveField
 from .so3 import l2_to_matrix, spherical_harmonics
 
@@ -60,8 +61,16 @@ class TFNConfig:
     zbl: add the ZBL screened nuclear repulsion inside covalent distances (a prior
       against atomic collapse; see :mod:`tfn_md.nn.repulsion`).
     energy_heads: K energy readouts on the shared features (a shallow ensemble,
-      :mod:`tfn_md.inference.uncertainty`); the energy is their mean, their spread the
-      uncertainty.
+      :mod:`tfn_md.inference.uncertainty`); the energy is their mean, the spread of their
+      forces the force uncertainty.
+    llpr: the model holds ``readout_covariance`` C [c, c], the calibrated last-layer
+      prediction rigidity of the energy readout (:mod:`tfn_md.inference.uncertainty`):
+      the energy uncertainty sigma_E = sqrt(f^T C f). Set by
+      :meth:`TFN.set_readout_covariance`.
+    wall: the model holds ``wall_radius`` [S, S], per species pair the shortest distance
+      of its training data, and adds a repulsive wall inside it
+      (:func:`tfn_md.nn.repulsion.wall_pair_energy`; zero on every training structure).
+      Set by :meth:`TFN.set_wall_radius`.
     """
 
     species: list[str]
@@ -81,6 +90,8 @@ class TFNConfig:
     n_scalar_inputs: int = 0
     last_nonlinearity: bool = True
     energy_heads: int = 1
+    llpr: bool = False
+    wall: bool = False
 
     def __post_init__(self):
         from .validation import check_bool, check_int, check_real, check_species
@@ -94,7 +105,7 @@ class TFNConfig:
         if self.cutoff is not None:
             self.cutoff = check_real("cutoff", self.cutoff, 0.0, strict=True, unit="Angstrom")
         check_real("avg_num_neighbors", self.avg_num_neighbors, 0.0, strict=True)
-        for name in ("residual", "zbl", "last_nonlinearity"):
+        for name in ("residual", "zbl", "last_nonlinearity", "llpr", "wall"):
             check_bool(name, getattr(self, name))
         low_high = list(self.gaussian_range) if hasattr(self.gaussian_range, "__len__") else []
         if len(low_high) != 2 or check_real("gaussian_range[0]", low_high[0], 0.0) >= check_real(
@@ -104,8 +115,9 @@ class TFNConfig:
                              "[low, high] with 0 <= low < high (Angstrom)")
         if self.cutoff is None and self.basis == "bessel":
             raise ValueError("the Bessel basis needs a cutoff; use basis='gaussian' for all pairs")
-        if self.zbl and self.cutoff is None:
-            raise ValueError("zbl=True needs a cutoff")
+        for name in ("zbl", "wall"):
+            if getattr(self, name) and self.cutoff is None:
+                raise ValueError(f"{name}=True needs a cutoff")
         if self.basis not in ("bessel", "gaussian"):
             raise ValueError(f"basis must be 'bessel' or 'gaussian', got {self.basis!r}")
 
@@ -150,6 +162,35 @@ class TFN(nn.Module):
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("shift", torch.tensor(0.0))
         self.register_buffer("e0", torch.zeros(n_species))
+        if cfg.llpr:
+            self.register_buffer("readout_covariance", torch.zeros(c, c))
+        if cfg.wall:
+            self.register_buffer("wall_radius", torch.zeros(n_species, n_species))
+
+    def set_readout_covariance(self, covariance: Tensor) -> None:
+        """Give the model the energy uncertainty sigma_E = sqrt(f^T C f) (``llpr``), C [c, c]
+        symmetric positive semi-definite (:func:`tfn_md.train.uncertainty.calibrate_llpr`)."""
+        c = self.config.channels
+        covariance = torch.as_tensor(covariance, dtype=self.e0.dtype, device=self.e0.device)
+        if covariance.shape != (c, c) or not torch.isfinite(covariance).all():
+            raise ValueError(f"readout covariance must be a finite [{c}, {c}] matrix")
+        self.config.llpr = True
+        self.register_buffer("readout_covariance", 0.5 * (covariance + covariance.T))
+
+    def set_wall_radius(self, radius: Tensor) -> None:
+        """Give the model the repulsive wall (``wall``) inside ``radius`` [S, S] (A, symmetric;
+        0 for a pair without one)."""
+        s = len(self.species)
+        radius = torch.as_tensor(radius, dtype=self.e0.dtype, device=self.e0.device)
+        if radius.shape != (s, s) or not torch.isfinite(radius).all() or (radius < 0).any():
+            raise ValueError(f"wall radii must be a finite, non-negative [{s}, {s}] matrix")
+        self.config.wall = True
+        self.register_buffer("wall_radius", torch.maximum(radius, radius.T))
+
+    def energy_uncertainty(self, pooled: Tensor) -> Tensor:
+        """sigma_E [B] (eV) of pooled readout inputs f [B, c] (``llpr`` models)."""
+        return torch.einsum("bc,cd,bd->b", pooled, self.readout_covariance, pooled).clamp(
+            min=0).sqrt()
 
     @property
     def species(self) -> list[str]:
@@ -305,18 +346,22 @@ class TFN(nn.Module):
         """E_i of each energy head [n, K] from the last features x [n, c, D] of the first n
         atoms of ``species`` (measured from the isolated atom's features ``isolated``, per
         species [S, c, D] if ``per_species`` and the model has no scalar inputs, else per
-        atom [n, c, D]), plus the ZBL pair energies of ``edges`` (centres among the n
-        atoms) where the model has them, the same for every head."""
+        atom [n, c, D]), plus the ZBL and wall pair energies of ``edges`` (centres among the
+        n atoms) where the model has them, the same for every head."""
         all_species, species = species, species[: x.shape[0]]
         if per_species and not self.config.n_scalar_inputs:
             isolated = isolated[species]
         # energy relative to the same atom without neighbours: a lone atom has shift + E0
         e_atom = self.energy_readout(x[..., 0] - isolated[..., 0])  # [n, K]
         heads = self.scale * e_atom + (self.shift + self.e0[species])[:, None]  # [n, K]
-        if self.config.zbl:
+        if self.config.zbl or self.config.wall:
             i, j = edges.index
-            z = self.species_z
-            pair = zbl_pair_energy(z[all_species[i]], z[all_species[j]], edges.length)  # [E]
+            si, sj = all_species[i], all_species[j]
+            pair = 0.0
+            if self.config.zbl:
+                pair = zbl_pair_energy(self.species_z[si], self.species_z[sj], edges.length)
+            if self.config.wall:
+                pair = pair + wall_pair_energy(edges.length, self.wall_radius[si, sj])  # [E]
             heads = heads.index_add(0, i, pair[:, None].expand(-1, heads.shape[1]))
         return heads
 
@@ -369,8 +414,9 @@ class TFN(nn.Module):
         energies = heads.mean(-1)  # [n]: the ensemble mean (the one head if K = 1)
         energy = energies.new_zeros(graph.n_graphs).index_add_(0, graph.batch, energies)
         out = {keys.ENERGIES: energies, keys.ENERGY: energy}
-        if self.config.energy_heads > 1:  # per head [n, K], [n_graphs, K]; readout input [n, c]
+        if self.config.energy_heads > 1 or self.config.llpr:  # readout inputs [n, c]
             out[keys.READOUT_INPUTS] = x[..., 0] - isolated[..., 0]
+        if self.config.energy_heads > 1:  # per head [n, K], [n_graphs, K]
             out[keys.ENERGIES_HEADS] = heads
             out[keys.ENERGY_HEADS] = heads.new_zeros(graph.n_graphs, heads.shape[1]).index_add_(
                 0, graph.batch, heads)

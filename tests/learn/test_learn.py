@@ -216,3 +216,49 @@ def test_initial_data_from_an_earlier_loop_starts_a_fresh_count(tmp_path: Path):
         assert len(ds) == 3 and AL_ITERATION not in ds.fields and AL_INDEX not in ds.fields
         assert ds.mask("forces").all()
     assert learner.labels_so_far() == 0
+
+
+def test_close_contacts_of_atoms_not_bonded_at_the_start():
+    from ase.build import molecule
+
+    from tfn_md.learn.loop import bonded_pairs, close_contact
+
+    start = molecule("CH3CH2OH")
+    bonded = bonded_pairs(start)
+    assert len(bonded) == 8  # C-C, C-O, O-H, 5 C-H
+    assert close_contact(start, bonded, 1.2) is None  # bonds are not contacts
+    moved = start.copy()
+    h = [k for k, s in enumerate(start.get_chemical_symbols()) if s == "H"]
+    pair = min(((a, b) for a in h for b in h if a < b), key=lambda p: start.get_distance(*p))
+    moved.set_distance(*pair, 1.0, fix=0.5)
+    assert close_contact(moved, bonded, 1.2) == pytest.approx(1.0)
+    assert close_contact(moved, bonded, 0.9) is None
+    stretched = start.copy()  # a bond longer than at the start is not a contact either
+    stretched.set_distance(1, 2, 2.0, fix=0)
+    assert close_contact(stretched, bonded, 1.2) is None
+
+
+def test_several_starting_structures_and_a_contact_flag(tmp_path: Path):
+    """[system] structure as a list: the initial sampling and every exploration run from
+    each file. A contact distance of 3.5 A, under the second-neighbour distance of fcc Cu
+    (3.61 A, not bonded at the start): hot MD brings such pairs closer, which flags the
+    frame (labelled, with its distance) and ends the trajectory."""
+    config = _setup(tmp_path, "ase.calculators.emt:EMT")
+    other = bulk("Cu", cubic=True) * (1, 2, 1)
+    other.rattle(0.02, seed=2)
+    ase.io.write(tmp_path / "cu8-b.xyz", other)
+    text = config.read_text().replace('structure = "cu8.xyz"',
+                                      'structure = ["cu8.xyz", "cu8-b.xyz"]')
+    text = text.replace("threshold = 0.001", "threshold = 50.0\ncontact = 3.5")
+    text = text.replace("max_iterations = 3", "max_iterations = 1")
+    config.write_text(text)
+    done = subprocess.run(_command(config), cwd=tmp_path, env=_env(), capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = json.loads(done.stdout)["history"][0]
+    assert first["contacts"] >= 1 and first["selected"] >= 1
+    with H5Dataset(tmp_path / "out" / "data.h5") as ds:
+        sources = {json.loads(r)["source"] for r in ds.column("md_run")}
+        assert sources == {"cu8.xyz", "cu8-b.xyz"}
+        labelled = ds.mask("al_iteration")
+        assert labelled.any() and (ds.column("al_contact")[labelled] < 3.5).any()

@@ -30,8 +30,8 @@ from ase.neighborlist import natural_cutoffs, neighbor_list
 from ase.optimize import BFGS
 from ase.vibrations import Vibrations
 
-__all__ = ["FMAX", "MoleculeCard", "bonds", "describe", "geometry_rmsd", "molecule_properties",
-           "relaxed"]
+__all__ = ["FMAX", "MoleculeCard", "bonds", "contact_scans", "describe", "geometry_rmsd",
+           "molecule_properties", "relaxed", "stretch_scans"]
 
 FMAX = 0.001  # eV/A
 TORSION_STEP = 15  # degrees
@@ -173,24 +173,60 @@ def molecule_properties(make: Callable, atoms: Atoms, edges: list | None = None
         name = f"torsion_{min(i, j)}-{max(i, j)}"
         out[name] = 1e3 * float(np.ptp(energies))
         card.scans[name] = ([float(x) for x in angles], energies, _known(spreads))
-    symbols = minimum.get_chemical_symbols()
-    pairs = {}
+    for name, (factors, frames) in stretch_scans(minimum, edges).items():
+        energies = [energy(a) for a in frames]
+        for factor in STRETCH:
+            out[f"stretch_{name[8:]}_{factor}"] = energies[factors.index(factor)]
+        card.scans[name] = (factors, energies, _known([spread(a) for a in frames]))
+    return card
+
+
+def stretch_scans(minimum: Atoms, edges: list[tuple[int, int]]
+                  ) -> dict[str, tuple[list[float], list[Atoms]]]:
+    """``stretch_<A>-<B>`` -> (factors, geometries): the first bond of each element pair
+    stretched rigidly to 0.8-1.6 times its length in steps of 0.05 (the smaller side
+    moved; bonds in rings are skipped)."""
+    n, symbols, pairs, scans = len(minimum), minimum.get_chemical_symbols(), {}, {}
     for i, j in edges:
         pairs.setdefault("-".join(sorted((symbols[i], symbols[j]))), (i, j))
+    factors = [round(float(f), 2) for f in np.arange(0.8, 1.65, 0.05)]
     for pair, (i, j) in sorted(pairs.items()):
         side = _smaller(n, edges, i, j)
         if side is None:
             continue
         b, c, mask = side
-        length = minimum.get_distance(b, c)
-        factors = [round(float(f), 2) for f in np.arange(0.8, 1.65, 0.05)]
-        energies, spreads = [], []
+        length, frames = minimum.get_distance(b, c), []
         for factor in factors:
             stretched = minimum.copy()
             stretched.set_distance(b, c, factor * length, fix=0, indices=np.flatnonzero(mask))
-            energies.append(energy(stretched))
-            spreads.append(spread(stretched))
-        for factor in STRETCH:
-            out[f"stretch_{pair}_{factor}"] = energies[factors.index(factor)]
-        card.scans[f"stretch_{pair}"] = (factors, energies, _known(spreads))
-    return card
+            frames.append(stretched)
+        scans[f"stretch_{pair}"] = (factors, frames)
+    return scans
+
+
+def contact_scans(minimum: Atoms, edges: list[tuple[int, int]]
+                  ) -> dict[str, tuple[list[float], list[Atoms]]]:
+    """``contact_<A>-<B>`` -> (factors, geometries): atoms pushed together. For each element
+    pair, the first two atoms that are not bonded but share a bonded neighbour (geminal
+    hydrogens, the two ends of an angle); the second moved alone along their axis to
+    1.0 down to 0.4 times their distance in steps of 0.05."""
+    n, symbols = len(minimum), minimum.get_chemical_symbols()
+    neighbours = [set() for _ in range(n)]
+    for i, j in edges:
+        neighbours[i].add(j)
+        neighbours[j].add(i)
+    pairs = {}
+    for i in range(n):
+        for j in range(i + 1, n):
+            if j not in neighbours[i] and neighbours[i] & neighbours[j]:
+                pairs.setdefault("-".join(sorted((symbols[i], symbols[j]))), (i, j))
+    factors = [round(float(f), 2) for f in np.arange(1.0, 0.375, -0.05)]
+    scans = {}
+    for pair, (i, j) in sorted(pairs.items()):
+        length, frames = minimum.get_distance(i, j), []
+        for factor in factors:
+            pushed = minimum.copy()
+            pushed.set_distance(i, j, factor * length, fix=0)
+            frames.append(pushed)
+        scans[f"contact_{pair}"] = (factors, frames)
+    return scans

@@ -25,6 +25,7 @@ __all__ = [
     "check_labels",
     "collate_batch",
     "dataset_statistics",
+    "shortest_distances",
     "species_in",
 ]
 
@@ -169,6 +170,27 @@ def dataset_statistics(
         "scale": scale,
         "avg_num_neighbors": max(neighbours / max(n_atoms, 1), 1.0),
     }
+
+
+def shortest_distances(dataset: H5Dataset, indices, species: list[str],
+                       cutoff: float) -> np.ndarray:
+    """Per species pair the shortest interatomic distance within ``cutoff`` over the
+    structures ``indices`` of ``dataset`` [S, S] (A, symmetric; 0 for a pair that never
+    comes within the cutoff): the inner radii of the model's wall
+    (:func:`tfn_md.nn.repulsion.wall_pair_energy`)."""
+    index = np.full(len(chemical_symbols), -1)
+    index[[atomic_numbers[s] for s in species]] = np.arange(len(species))
+    best = np.full((len(species), len(species)), np.inf)
+    for k in np.asarray(indices):
+        g = atoms_to_graph(_atoms(dataset.get_arrays(int(k))), cutoff, torch.float64)
+        i, j = g.edge_index.numpy()
+        if not len(i):
+            continue
+        vec = (g.positions[j] - g.positions[i] + g.shifts @ g.cell[0]).numpy()
+        s = index[g.numbers.numpy()]
+        np.minimum.at(best, (s[i], s[j]), np.linalg.norm(vec, axis=1))
+    best = np.minimum(best, best.T)
+    return np.where(np.isfinite(best), best, 0.0)
 
 
 def check_labels(dataset: H5Dataset, indices, names) -> None:

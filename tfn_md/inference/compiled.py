@@ -124,8 +124,9 @@ class CompiledResponse:
         out[keys.ENERGY] = out[keys.ENERGIES].sum()[None]
         if stress:
             out[keys.STRESS] = rest.pop(0)
-        if rest:  # energy heads (shallow ensemble): per atom [n_pad, K] -> [1, K]
+        if rest:  # energy heads: per atom [n_pad, K] -> [1, K]; readout inputs [n, c]
             out[keys.ENERGY_HEADS] = rest[0][:n].sum(0, keepdim=True)
+            out[keys.READOUT_INPUTS] = rest[1][:n]
         return out
 
     @property
@@ -177,7 +178,10 @@ class CompiledResponse:
                                    energy_only=True, species=species, isolated=isolated)
             result = (out[keys.ENERGIES], out[keys.FORCES])
             result += (out[keys.STRESS],) if stress else ()
-            return result + ((out[keys.ENERGIES_HEADS],) if keys.ENERGIES_HEADS in out else ())
+            if keys.READOUT_INPUTS in out:  # the uncertainty's inputs
+                heads = out.get(keys.ENERGIES_HEADS, out[keys.ENERGIES][:, None])
+                result += (heads, out[keys.READOUT_INPUTS])
+            return result
 
         return response
 

@@ -39,7 +39,7 @@ from ..validation import check_bool, check_device, check_dtype, check_real, fail
 from . import compiled
 from .chunks import compiled_chunk
 from .response import compute_response, full_3x3_to_voigt
-from .uncertainty import ensemble_response
+from .uncertainty import energy_spread, ensemble_response
 
 __all__ = ["Engine", "check_calculator_args", "compile_setting", "inference_model"]
 
@@ -101,6 +101,7 @@ class Engine:
         if compile is True:
             self._compile_chunks()
         self.heads = self.model.config.energy_heads > 1
+        self.uncertain = self.heads or self.model.config.llpr  # has energy_spread
         # features of atoms without neighbours depend only on the weights: computed once
         per_species = not self.model.config.n_scalar_inputs
         with torch.no_grad():
@@ -152,16 +153,20 @@ class Engine:
         """The results of ``atoms`` (ASE names and units: floats and float64 arrays):
         energy, free_energy, energies, forces, vectors where asked for, stress for fully
         periodic cells, energy_spread (and forces_spread where asked for) for models with
-        several heads."""
+        several heads or a calibrated energy uncertainty."""
         periodic = bool(atoms.pbc.all())
         if keys.STRESS in properties and not periodic:
             raise PropertyNotImplementedError(
                 f"stress needs a fully periodic cell; this system has pbc={atoms.pbc.tolist()}"
             )
-        if not self.heads and (keys.ENERGY_SPREAD in properties
-                               or keys.FORCES_SPREAD in properties):
+        if not self.uncertain and keys.ENERGY_SPREAD in properties:
             raise PropertyNotImplementedError(
-                "energy_spread and forces_spread need a model with several energy heads "
+                "energy_spread needs a model with a calibrated energy uncertainty "
+                "(tfn_md.train.uncertainty.calibrate_llpr) or several energy heads; this one "
+                "has neither")
+        if not self.heads and keys.FORCES_SPREAD in properties:
+            raise PropertyNotImplementedError(
+                "forces_spread needs a model with several energy heads "
                 "(TFNConfig.energy_heads > 1, a shallow ensemble); this one has one")
         if len(atoms) == 0:
             return self._empty(periodic)
@@ -195,8 +200,12 @@ class Engine:
         for key in (keys.VECTORS, keys.FORCES_SPREAD):
             if key in out:
                 results[key] = array(key)
-        if self.heads:  # population standard deviation of the K head energies [1, K]
-            results[keys.ENERGY_SPREAD] = float(array(keys.ENERGY_HEADS).std())
+        if keys.ENERGY_SPREAD in out:
+            results[keys.ENERGY_SPREAD] = float(out[keys.ENERGY_SPREAD].sum())
+        elif self.uncertain:
+            n = len(results[keys.ENERGIES])
+            batch = torch.zeros(n, dtype=torch.int64, device=out[keys.ENERGY].device)
+            results[keys.ENERGY_SPREAD] = float(energy_spread(self.model, out, batch, 1).detach().sum())
         if periodic:
             stress = full_3x3_to_voigt(out[keys.STRESS][0])
             results[keys.STRESS] = stress.detach().cpu().double().numpy()
@@ -208,7 +217,8 @@ class Engine:
                    keys.FORCES: np.zeros((0, 3)), keys.VECTORS: np.zeros((0, 3))}
         if periodic:
             results[keys.STRESS] = np.zeros(6)
-        if self.heads:
+        if self.uncertain:
             results[keys.ENERGY_SPREAD] = 0.0
+        if self.heads:
             results[keys.FORCES_SPREAD] = np.zeros(0)
         return results

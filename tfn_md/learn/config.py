@@ -2,7 +2,8 @@
 
     [system]
     molecule = "CH3CH2OH"        # ase.build.molecule name, or
-    # structure = "POSCAR"       # any file ase.io reads (its last frame)
+    # structure = "POSCAR"       # any file ase.io reads (its last frame), or a list of
+                                 # files: every iteration explores from each of them
 
     [reference]                  # who labels: GFN2-xTB (tblite), or any ASE calculator
     method = "GFN2-xTB"          # tblite method, or
@@ -26,6 +27,11 @@
     timestep = 0.5
     friction = 0.01
     threshold = 0.1              # eV/A: a frame whose force spread exceeds it is a candidate
+    energy_threshold = 0.0       # eV: ... or whose energy uncertainty exceeds it (0: the
+                                 # 99th percentile of the energy uncertainty on the held-out
+                                 # frames of each training, after its calibration)
+    contact = 1.2                # A: ... or in which two atoms not bonded in the starting
+                                 # structure are closer (the trajectory then ends); 0: off
     statistic = "rms"            # a frame's force spread: "rms" over atoms of the per-atom
                                  # spread, or "max" (the largest per-atom spread)
     stop = 1.0                   # eV/A: a trajectory ends when a frame exceeds it
@@ -66,7 +72,7 @@ __all__ = ["LearnConfig", "load_learn_config"]
 @dataclass
 class SystemSection:
     molecule: str = ""
-    structure: str = ""
+    structure: str | list = ""
 
 
 @dataclass
@@ -96,6 +102,8 @@ class ExploreSection:
     timestep: float = 0.5
     friction: float = 0.01
     threshold: float = 0.1
+    energy_threshold: float = 0.0
+    contact: float = 1.2
     statistic: str = "rms"
     stop: float = 1.0
     max_select: int = 20
@@ -144,7 +152,9 @@ class LearnConfig:
                                  ("initial", "data"), ("run", "init")):
                 obj = getattr(cfg, section)
                 value = getattr(obj, key)
-                if value and not Path(value).is_absolute():
+                if isinstance(value, list):
+                    setattr(obj, key, [str(base_dir / v) for v in value])
+                elif value and not Path(value).is_absolute():
                     if key != "init" or (base_dir / value).exists():  # init: or a name
                         setattr(obj, key, str(base_dir / value))
         return cfg
@@ -153,7 +163,11 @@ class LearnConfig:
         s, r = self.system, self.reference
         if bool(s.molecule) == bool(s.structure):
             raise ValueError("[system]: give exactly one of molecule (an ase.build.molecule "
-                             "name) and structure (a file)")
+                             "name) and structure (a file, or a list of files)")
+        if isinstance(s.structure, list) and not all(isinstance(v, str) and v
+                                                     for v in s.structure):
+            raise ValueError(f"system.structure = {s.structure!r} is not allowed: a file name "
+                             "or a list of file names")
         if bool(r.method) == bool(r.calculator):
             raise ValueError("[reference]: give exactly one of method (a tblite method, e.g. "
                              "'GFN2-xTB') and calculator ('module:Class' of an ASE calculator)")
@@ -179,6 +193,8 @@ class LearnConfig:
         for key, low in (("runs", 1), ("steps", 1), ("max_select", 1), ("min_separation", 0)):
             check_int(f"explore.{key}", getattr(e, key), low)
         check_real("explore.threshold", e.threshold, 0.0, strict=True, unit="eV/A")
+        check_real("explore.energy_threshold", e.energy_threshold, 0.0, unit="eV")
+        check_real("explore.contact", e.contact, 0.0, unit="A")
         if e.statistic not in ("rms", "max"):
             raise ValueError(f"explore.statistic = {e.statistic!r} is not allowed: 'rms' or "
                              "'max'")

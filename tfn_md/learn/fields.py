@@ -2,9 +2,13 @@
 labels (``atoms.info``, then per-frame dataset columns), read back by the loop on resume
 and by the report."""
 
-__all__ = ["AL_ENERGY_SPREAD", "AL_INDEX", "AL_ITERATION", "AL_SPREAD", "BOOKKEEPING"]
+__all__ = ["AL_CONTACT", "AL_ENERGY_SPREAD", "AL_INDEX", "AL_ITERATION", "AL_SCORE", "AL_SPREAD",
+           "BOOKKEEPING"]
 
 AL_ITERATION, AL_INDEX = "al_iteration", "al_index"  # which selected frame a label is
 AL_SPREAD = "al_force_spread"  # eV/A: the frame's force spread (explore.statistic) then
-AL_ENERGY_SPREAD = "al_energy_spread"  # eV
-BOOKKEEPING = frozenset({AL_ITERATION, AL_INDEX, AL_SPREAD, AL_ENERGY_SPREAD})
+AL_ENERGY_SPREAD = "al_energy_spread"  # eV: the energy uncertainty then
+AL_SCORE = "al_score"  # what selection ranks by (the loop's module docstring)
+AL_CONTACT = "al_contact"  # A: the closest non-bonded pair, in frames flagged for it
+BOOKKEEPING = frozenset({AL_ITERATION, AL_INDEX, AL_SPREAD, AL_ENERGY_SPREAD, AL_SCORE,
+                         AL_CONTACT})

@@ -5,14 +5,19 @@
       train   iteration 0 from scratch (or run.init), later from iteration i-1's weights, on
               data.h5; then the heads' force spread is calibrated on training frames
               (:func:`tfn_md.train.uncertainty.calibrate_heads`) -> iter<i>/model.pt
-      explore Langevin MD driven by the potential at [explore] temperatures; every
-              `interval` steps the per-atom force spread of its energy heads
-              (:mod:`tfn_md.inference.uncertainty`) is computed; frames whose force spread
-              (RMS over atoms, or the largest, `statistic`) exceeds `threshold` are candidates (a
-              trajectory ends past `stop`)
-      select  candidates by decreasing spread, none within `min_separation` steps of one
-              already selected on the same trajectory, at most `max_select` and the labels
-              left in the budget
+              and the energy uncertainty (:func:`tfn_md.train.uncertainty.calibrate_llpr`,
+              on the training's held-out frames, which also set its threshold)
+      explore Langevin MD driven by the potential at [explore] temperatures, from each
+              starting structure; every `interval` steps the per-atom force spread of its
+              energy heads and the energy uncertainty (:mod:`tfn_md.inference.uncertainty`)
+              are computed; a frame is a candidate where its force spread (RMS over atoms,
+              or the largest, `statistic`) exceeds `threshold`, its energy uncertainty
+              `energy_threshold`, or two atoms not bonded in the starting structure come
+              closer than `contact` (a trajectory ends past `stop` or at a contact)
+      select  candidates by decreasing score (the largest of force spread / threshold and
+              energy uncertainty / energy threshold; contacts first), none within
+              `min_separation` steps of one already selected on the same trajectory, at
+              most `max_select` and the labels left in the budget
       label   each selected frame by the reference, appended to data.h5 as it is done
     until an exploration finds no candidate (converged), or the label budget or the
     iteration limit is spent (then one last training on all labels).
@@ -35,6 +40,8 @@ computed again.
 from __future__ import annotations
 
 import gc
+import itertools
+import math
 import json
 import shutil
 import sys
@@ -58,10 +65,38 @@ from ..data.sources import (
 )
 from ..data.writer import DatasetWriter, write_atoms
 from .config import LearnConfig
-from .fields import AL_ENERGY_SPREAD, AL_INDEX, AL_ITERATION, AL_SPREAD, BOOKKEEPING
+from .fields import (
+    AL_CONTACT,
+    AL_ENERGY_SPREAD,
+    AL_INDEX,
+    AL_ITERATION,
+    AL_SCORE,
+    AL_SPREAD,
+    BOOKKEEPING,
+)
 from .reference import label, reference_factory
 
-__all__ = ["Learner", "select"]
+__all__ = ["Learner", "close_contact", "select"]
+
+
+def bonded_pairs(atoms: Atoms) -> set[tuple[int, int]]:
+    """The pairs i < j of ``atoms`` that are bonded: closer than 1.3 times the sum of their
+    covalent radii (ASE's natural cutoffs)."""
+    from ase.neighborlist import natural_cutoffs, neighbor_list
+
+    i, j = neighbor_list("ij", atoms, natural_cutoffs(atoms, mult=1.3))
+    return {(int(a), int(b)) for a, b in zip(i, j, strict=True) if a < b}
+
+
+def close_contact(atoms: Atoms, bonded: set[tuple[int, int]], distance: float) -> float | None:
+    """The shortest distance (A) between two atoms closer than ``distance`` that are not a
+    pair of ``bonded``, or None where there is none (periodic images included)."""
+    from ase.neighborlist import neighbor_list
+
+    i, j, d = neighbor_list("ijd", atoms, distance)
+    close = [float(x) for a, b, x in zip(i, j, d, strict=True)
+             if (min(a, b), max(a, b)) not in bonded]
+    return min(close) if close else None
 
 
 def select(spreads: np.ndarray, trajectories: np.ndarray, steps: np.ndarray, limit: int,
@@ -90,8 +125,9 @@ class Learner:
         r = cfg.reference
         self.method = r.method or r.calculator
         self.make = reference_factory(r.method, r.calculator, r.kwargs)
-        self.atoms, self.name = molecule_or_file(cfg.system.molecule or None,
-                                                 cfg.system.structure or None)
+        files = cfg.system.structure
+        files = files if isinstance(files, list) else [files] if files else [None]
+        self.starts = [molecule_or_file(cfg.system.molecule or None, f) for f in files]
 
     # -- state -----------------------------------------------------------------------
     def load_state(self) -> dict:
@@ -177,12 +213,13 @@ class Learner:
         self._say(f"initial sampling: {total} frames with {self.method}")
         from tqdm import tqdm
 
-        with tqdm(total=total, desc="initial", unit="frame", disable=not self.progress,
-                  file=sys.stderr) as bar:
-            sample_xtb(self.data, self.atoms, name=self.name, temperatures=c.temperatures,
-                       n=c.n, method=self.method, interval=c.interval, timestep=c.timestep,
-                       friction=c.friction, equilibration=c.equilibration,
-                       seed=self.cfg.run.seed, progress=bar.update, calculator=self.make)
+        with tqdm(total=total * len(self.starts), desc="initial", unit="frame",
+                  disable=not self.progress, file=sys.stderr) as bar:
+            for atoms, name in self.starts:
+                sample_xtb(self.data, atoms, name=name, temperatures=c.temperatures,
+                           n=c.n, method=self.method, interval=c.interval, timestep=c.timestep,
+                           friction=c.friction, equilibration=c.equilibration,
+                           seed=self.cfg.run.seed, progress=bar.update, calculator=self.make)
 
     def model_path(self, i: int) -> Path:
         """The model of iteration i: the training's best.pt with calibrated heads."""
@@ -200,6 +237,7 @@ class Learner:
         self._say(f"iteration {i}: training on {n_data} labelled frames"
                   + (f" from {init}" if init else ""))
         trainer = Trainer(TrainConfig.from_dict(raw), resume=True, progress=self.progress)
+        split = (trainer.train_set.indices, trainer.valid_set.indices)
         try:
             result = trainer.fit()
         finally:  # data.h5 is appended to later in this process: drop every read handle
@@ -209,30 +247,45 @@ class Learner:
             gc.collect()
         entry = {"n_data": n_data, "valid_forces_mae": result.get("valid_forces_mae"),
                  "valid_energy_per_atom_mae": result.get("valid_energy_per_atom_mae")}
-        entry["calibration"] = self.calibrate(i, out / "best.pt")
+        entry["calibration"] = self.calibrate(i, out / "best.pt", *split)
         if self.cfg.run.test:
             entry["test"] = self.score(self.model_path(i), self.cfg.run.test)
         return entry
 
-    def calibrate(self, i: int, best: Path) -> dict:
+    def calibrate(self, i: int, best: Path, train_idx, valid_idx) -> dict:
         """Fit the heads' force spread to training frames (:func:`calibrate_heads`, the
-        mean unchanged) and write iter<i>/model.pt atomically."""
+        mean unchanged) and the energy uncertainty to the held-out ones
+        (:func:`calibrate_llpr`); write iter<i>/model.pt atomically. The energy threshold
+        (``explore.energy_threshold``, or where 0 the 99th percentile of the uncertainty
+        on the held-out frames) is returned with the calibration."""
         import torch
 
         from ..checkpoint import load_potential, save_potential
         from ..data.loader import GraphDataset
-        from ..train.uncertainty import calibrate_heads
+        from ..train.uncertainty import calibrate_heads, calibrate_llpr, readout_statistics
 
         model = load_potential(best)
-        data = GraphDataset(self.data, model.cutoff)
+        train = GraphDataset(self.data, model.cutoff, train_idx)
+        valid = GraphDataset(self.data, model.cutoff, valid_idx)
         try:
-            n = len(data)
+            n = len(train)
             stride = max(1, n // 800)  # frames spread over the whole file
-            subset = torch.utils.data.Subset(data, list(range(0, n, stride)))
+            subset = torch.utils.data.Subset(train, list(range(0, n, stride)))
             with torch.random.fork_rng(devices=[]):
                 result = calibrate_heads(model, subset, max_frames=800)
+            threshold = None  # no energy flags
+            if np.isfinite(readout_statistics(model, valid)["energy_error"]).sum() >= 2:
+                result["energy"] = calibrate_llpr(model, train, valid)
+                stats = readout_statistics(model, valid)
+                sigma = model.energy_uncertainty(torch.as_tensor(stats["pooled"]).to(model.e0))
+                threshold = float(torch.quantile(sigma.double(), 0.99))
+            else:
+                self._say(f"iteration {i}: fewer than 2 held-out frames with energies: the "
+                          "energy uncertainty is not calibrated, no energy flags")
         finally:
-            data.h5.close()
+            train.h5.close()
+            valid.h5.close()
+        result["energy_threshold"] = self.cfg.explore.energy_threshold or threshold
         save_potential(model, self.model_path(i))
         return result
 
@@ -266,17 +319,21 @@ class Learner:
 
         e, seed = self.cfg.explore, self.cfg.run.seed
         calc = self.calculator(i)
+        calibration = self._entry(self.load_state(), i).get("calibration", {})
+        # a run made before the energy uncertainty: no energy flags
+        energy_threshold = calibration.get("energy_threshold") or math.inf
         candidates: list[Atoms] = []
-        checks = stopped = 0
+        checks = stopped = contacts = 0
         left = self.cfg.budget.max_labels - self.labels_so_far()
-        for temperature in e.temperatures:
+        for (start, name), temperature in itertools.product(self.starts, e.temperatures):
+            bonded = bonded_pairs(start)
             for r in range(e.runs):
-                run = json.dumps({"source": self.name, "method": "tfn_md learn", "seed": seed,
-                                  "learn_iteration": i, "learn_run": r, "interval": e.interval,
-                                  "timestep_fs": e.timestep, "friction_per_fs": e.friction},
-                                 sort_keys=True)
+                settings = {"source": name, "method": "tfn_md learn", "seed": seed,
+                            "learn_iteration": i, "learn_run": r, "interval": e.interval,
+                            "timestep_fs": e.timestep, "friction_per_fs": e.friction}
+                run = json.dumps(settings, sort_keys=True)
                 traj = trajectory_id(run, temperature)
-                atoms = self.atoms.copy()
+                atoms = start.copy()
                 atoms.info = {}
                 _thermalize(atoms, temperature, _rng(seed, temperature, 1000 + i, r))
                 atoms.calc = calc
@@ -291,24 +348,35 @@ class Learner:
                     spread = calc.get_property(keys.FORCES_SPREAD, atoms)  # [n] eV/A
                     largest = float(np.sqrt(np.mean(spread**2)) if e.statistic == "rms"
                                     else np.max(spread)) if len(spread) else 0.0
+                    sigma = float(calc.results[keys.ENERGY_SPREAD])
+                    contact = close_contact(atoms, bonded, e.contact) if e.contact else None
                     checks += 1
-                    if not np.isfinite(largest) or largest > e.threshold:
+                    score = max(largest / e.threshold, sigma / energy_threshold)
+                    if contact is not None:  # first, the closest first
+                        score = 1e100 / contact
+                    elif not np.isfinite(score):
+                        score = 1e300
+                    if score > 1.0:
                         record = atoms.copy()
                         record.calc = None
                         record.info = {MD_RUN: run, MD_TEMPERATURE: float(temperature),
                                        MD_FRAME: frame, MD_TRAJECTORY: traj,
                                        AL_SPREAD: largest if np.isfinite(largest) else 1e300,
-                                       AL_ENERGY_SPREAD: float(calc.results[keys.ENERGY_SPREAD])}
+                                       AL_ENERGY_SPREAD: sigma if np.isfinite(sigma) else 1e300,
+                                       AL_SCORE: score}
+                        if contact is not None:
+                            record.info[AL_CONTACT] = contact
                         candidates.append(record)
-                    if not np.isfinite(largest) or largest > e.stop:
+                    if contact is not None or not np.isfinite(largest) or largest > e.stop:
                         stopped += 1
+                        contacts += contact is not None
                         break
                 bar.close()
         folder = self.out / f"iter{i}"
         folder.mkdir(parents=True, exist_ok=True)
         chosen: list[int] = []
         if candidates:
-            spreads = np.array([a.info[AL_SPREAD] for a in candidates])
+            spreads = np.array([a.info[AL_SCORE] for a in candidates])
             trajs = np.array([a.info[MD_TRAJECTORY] for a in candidates])
             steps = np.array([a.info[MD_FRAME] * e.interval for a in candidates])
             chosen = select(spreads, trajs, steps, min(e.max_select, max(left, 0)),
@@ -322,9 +390,11 @@ class Learner:
             with atomic_path(folder / name) as tmp:
                 write_atoms(tmp, frames, append=False)
         self._say(f"iteration {i}: {checks} frames checked, {len(candidates)} above "
-                  f"{e.threshold} eV/A, {stopped} trajectories stopped, {len(selected)} selected")
+                  f"{e.threshold} eV/A or {energy_threshold:.4g} eV or closer than "
+                  f"{e.contact} A, {stopped} trajectories stopped ({contacts} at a contact), "
+                  f"{len(selected)} selected")
         return {"checked": checks, "candidates": len(candidates), "selected": len(selected),
-                "stopped": stopped}
+                "stopped": stopped, "contacts": contacts}
 
     def label(self, i: int) -> int:
         """Label iter<i>/selected.h5 into data.h5, skipping frames already there."""

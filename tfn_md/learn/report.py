@@ -46,8 +46,9 @@ def write_report(learner, state: dict) -> None:
     history = state["history"]
     header = ("| iteration | labelled frames trained on | valid force MAE (meV/A) | "
               "test force MAE (meV/A) | frames checked | above threshold | selected |")
+    system = ", ".join(name for _, name in learner.starts)
     lines = ["# Active learning report", "",
-             f"System {learner.name}, reference {learner.method}, output {learner.out}.", "",
+             f"System {system}, reference {learner.method}, output {learner.out}.", "",
              f"Stopped: {_reason(learner, state)}.", "", header, "|---|---|---|---|---|---|---|"]
     pairs = {}
     for entry in history:

@@ -42,6 +42,7 @@ from ..data.loader import (
     check_labels,
     collate_batch,
     dataset_statistics,
+    shortest_distances,
     species_in,
 )
 from ..data.reader import H5Dataset
@@ -165,24 +166,29 @@ def check_species(species: list[str], h5: H5Dataset, key: str = "model.species")
 
 def _initial_model(init: str, model_section: dict, species: list[str]) -> TFN:
     """The model of checkpoint ``init`` (a path or shipped name) with its weights, E0 and
-    scale, to continue training from; [model] keys may change ``energy_heads`` only (new
-    heads start at the stored readout, :func:`tfn_md.train.uncertainty.init_heads_from`)."""
+    scale, to continue training from; [model] keys may change ``energy_heads`` (new heads
+    start at the stored readout, :func:`tfn_md.train.uncertainty.init_heads_from`) and
+    ``wall`` only. A calibrated energy uncertainty (``llpr``) is dropped: it belongs to
+    the stored weights."""
     from ..checkpoint import resolve_potential
     from .uncertainty import init_heads_from
 
     ckpt = read_checkpoint(resolve_potential(init))
     stored = json.loads(ckpt["config"])
+    free = ("energy_heads", "wall")
     changed = {k: (stored.get(k), v) for k, v in model_section.items()
-               if k != "energy_heads" and stored.get(k) != v}
+               if k not in free and stored.get(k) != v}
     if changed:
         raise ValueError(f"run.init = {init!r}: [model] keys differ from its architecture "
-                         f"(stored, given): {changed}; only energy_heads may change")
+                         f"(stored, given): {changed}; only {' and '.join(free)} may change")
     if set(species) - set(stored["species"]):
         raise ValueError(f"run.init = {init!r} knows species {stored['species']}, the data "
                          f"has {species}")
-    config = {**stored, **{k: v for k, v in model_section.items() if k == "energy_heads"}}
+    config = {**stored, **{k: v for k, v in model_section.items() if k in free}, "llpr": False}
+    state = {k: v for k, v in ckpt["state_dict"].items()
+             if k != "readout_covariance" and (config.get("wall") or k != "wall_radius")}
     model = TFN(**config)
-    init_heads_from(model, ckpt["state_dict"], torch.Generator().manual_seed(0))
+    init_heads_from(model, state, torch.Generator().manual_seed(0))
     return model
 
 
@@ -205,6 +211,8 @@ class Trainer:
             raise ValueError(f"data.valid = {cfg.data.valid!r} holds no structures")
         model_kwargs = dict(cfg.model)
         model_kwargs.setdefault("species", species_in(h5))
+        # the wall inside the data's shortest distances: on unless asked otherwise
+        model_kwargs.setdefault("wall", model_kwargs.get("cutoff", 5.0) is not None)
         for data in (h5, valid_h5):
             check_species(model_kwargs["species"], data)
         cutoff = model_kwargs.setdefault("cutoff", 5.0)
@@ -227,7 +235,8 @@ class Trainer:
                 self.model = model_from_checkpoint(state, last)
             elif cfg.run.init:
                 state = None
-                self.model = _initial_model(cfg.run.init, cfg.model, model_kwargs["species"])
+                section = {"wall": model_kwargs["wall"], **cfg.model}
+                self.model = _initial_model(cfg.run.init, section, model_kwargs["species"])
             else:
                 state = None
                 stats = dataset_statistics(h5, train_idx, model_kwargs["species"], cutoff)
@@ -235,6 +244,9 @@ class Trainer:
                 self.model = TFN(**model_kwargs)
                 self.model.e0.copy_(torch.tensor(stats["e0"]))
                 self.model.scale.fill_(stats["scale"])
+            if state is None and self.model.config.wall:  # zero on every training structure
+                self.model.set_wall_radius(torch.as_tensor(shortest_distances(
+                    h5, train_idx, self.model.species, cutoff)))
         self.model = self.model.to(self.device, self.dtype)
         self.ema = copy.deepcopy(self.model)
         o = cfg.optim

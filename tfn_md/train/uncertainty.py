@@ -22,6 +22,16 @@ on ethanol (independent GFN2-xTB trajectories, 350 and 700 K): the Spearman corr
 the per-frame force spread with the per-frame force error went from 0.54 (energy NLL only)
 to 0.77 (see potentials/ethanol-gfn2.md for the shipped model's numbers).
 
+Calibrating the energy uncertainty (:func:`calibrate_llpr`, after training; the
+prediction rigidity of :mod:`tfn_md.inference.uncertainty`): with f_b the pooled readout
+inputs of structure b [c] and N_b its atoms, A = sum_b f_b f_b^T / N_b^2 over the
+training structures (the loss fits energies per atom), and on calibration structures
+(not trained on) s_b^2 = f_b^T (A + varsigma^2 I)^-1 f_b, the energy errors e_b fix
+alpha^2 = mean_b e_b^2 / s_b^2 and varsigma^2 minimises the Gaussian NLL
+1/2 mean_b [e_b^2 / (alpha^2 s_b^2) + log(alpha^2 s_b^2)] (a search over 13 decades of
+the largest eigenvalue of A); then C = alpha^2 (A + varsigma^2 I)^-1 (alpha absorbs the
+model's scale).
+
 Per-frame statistics (:func:`frame_spreads_and_errors`): the force spread of a frame is
 sqrt(mean_i sigma_Fi^2), its force error sqrt(mean_i |F_i - F*_i|^2) (both eV/A).
 """
@@ -38,8 +48,9 @@ from .. import keys
 from ..graph import Graph
 from ..inference.uncertainty import ensemble_response
 
-__all__ = ["S0", "calibrate_heads", "calibration_summary", "energy_nll", "feature_jacobians",
-           "frame_spreads_and_errors", "init_heads_from", "spearman"]
+__all__ = ["S0", "calibrate_heads", "calibrate_llpr", "calibration_summary", "energy_nll",
+           "feature_jacobians", "frame_spreads_and_errors", "init_heads_from",
+           "readout_statistics", "spearman"]
 
 S0 = 1e-4  # eV/atom: floor of the predicted energy spread in the NLL
 
@@ -223,3 +234,71 @@ def calibrate_heads(model, dataset, max_frames: int = 800, steps: int = 600, lr:
         w.copy_((mean + d).to(w))
     return {"nll_before": before, "nll_after": after, "frames": min(len(dataset), max_frames),
             "atoms": int(res.shape[0])}
+
+
+@torch.no_grad()
+def readout_statistics(model, dataset, batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Per structure of ``dataset`` (a GraphDataset): the pooled readout inputs ``pooled``
+    f_b [B, c], ``n_atoms`` [B] and, where labelled (else NaN), the energy error
+    ``energy_error`` E - E* [B] (eV); float64."""
+    from ..data.loader import collate_batch
+
+    added = not model.config.llpr  # the readout inputs come with the llpr output
+    if added:
+        model.set_readout_covariance(torch.zeros(model.config.channels, model.config.channels))
+    dtype = model.e0.dtype
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size,
+                                         collate_fn=collate_batch)
+    rows: dict[str, list] = {"pooled": [], "n_atoms": [], "energy_error": []}
+    try:
+        for graph, targets in loader:
+            graph, targets = graph.to("cpu", dtype), targets.to("cpu", dtype)
+            out = model(graph, energy_only=True)
+            z = out[keys.READOUT_INPUTS].double()
+            rows["pooled"].append(z.new_zeros(graph.n_graphs, z.shape[1]).index_add_(
+                0, graph.batch, z))
+            rows["n_atoms"].append(torch.bincount(graph.batch, minlength=graph.n_graphs))
+            error = (out[keys.ENERGY] - targets[keys.ENERGY]).double()
+            rows["energy_error"].append(torch.where(targets[f"{keys.ENERGY}_mask"], error,
+                                                    torch.nan))
+    finally:
+        if added:  # the model as it was
+            model.config.llpr = False
+            del model.readout_covariance
+    return {k: torch.cat(v).numpy() for k, v in rows.items()}
+
+
+def calibrate_llpr(model, train_dataset, calibration_dataset) -> dict:
+    """Give ``model`` its energy uncertainty (module docstring): the rigidity A from the
+    structures of ``train_dataset``, alpha and varsigma from the energy errors of those of
+    ``calibration_dataset`` (structures not trained on). Sets
+    ``model.readout_covariance``; returns alpha^2, varsigma^2, the NLL and the Spearman
+    correlation of sigma_E with |error| on the calibration structures."""
+    train = readout_statistics(model, train_dataset)
+    calib = readout_statistics(model, calibration_dataset)
+    rows = train["pooled"] / train["n_atoms"][:, None]  # [B, c]
+    lam, u = np.linalg.eigh(rows.T @ rows)  # A = U diag(lam) U^T
+    lam = np.clip(lam, 0.0, None)
+    labelled = np.isfinite(calib["energy_error"])
+    if labelled.sum() < 2:
+        raise ValueError("calibrating the energy uncertainty needs at least 2 calibration "
+                         f"structures with energies; {calibration_dataset} has "
+                         f"{int(labelled.sum())}")
+    e2 = calib["energy_error"][labelled] ** 2
+    proj2 = (calib["pooled"][labelled] @ u) ** 2  # [B', c]
+    best = None
+    for varsigma2 in lam.max() * np.logspace(-12, 1, 131):
+        s2 = proj2 @ (1.0 / (lam + varsigma2))  # [B']
+        alpha2 = float(np.mean(e2 / s2))
+        nll = float(np.mean(0.5 * (e2 / (alpha2 * s2) + np.log(alpha2 * s2))))
+        if best is None or nll < best[0]:
+            best = (nll, float(varsigma2), alpha2, s2)
+    nll, varsigma2, alpha2, s2 = best
+    covariance = alpha2 * (u / (lam + varsigma2)) @ u.T
+    model.set_readout_covariance(torch.as_tensor(covariance))
+    sigma = np.sqrt(alpha2 * s2)
+    error = np.sqrt(e2)
+    return {"alpha2": alpha2, "varsigma2": varsigma2, "nll": nll,
+            "train_structures": len(rows), "calibration_structures": int(labelled.sum()),
+            "spearman": spearman(sigma, error), "mean_sigma": float(sigma.mean()),
+            "mean_abs_error": float(error.mean())}

@@ -1,0 +1,44 @@
+"""Give a trained potential its energy uncertainty (last-layer prediction rigidity),
+predictions unchanged:
+
+    python potentials/calibrate_energy_uncertainty.py POTENTIAL --train TRAIN.h5
+        --calibration HELD_OUT.h5 -o OUT.pt
+
+The rigidity comes from the training structures, its scale from the energy errors of the
+held-out ones (:func:`tfn_md.train.uncertainty.calibrate_llpr`, computed in float64; the
+weights keep their dtype). Prints the calibration and the 99th percentile of the
+uncertainty on the held-out structures (the threshold ``tfn-md learn`` would use).
+"""
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from tfn_md.checkpoint import load_potential, read_checkpoint, save_potential
+from tfn_md.data.loader import GraphDataset
+from tfn_md.train.uncertainty import calibrate_llpr, readout_statistics
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("potential")
+    p.add_argument("--train", required=True)
+    p.add_argument("--calibration", required=True)
+    p.add_argument("-o", "--output", required=True)
+    args = p.parse_args()
+    model = load_potential(args.potential)
+    exact = load_potential(args.potential).double()
+    calibration = GraphDataset(args.calibration, model.cutoff)
+    result = calibrate_llpr(exact, GraphDataset(args.train, model.cutoff), calibration)
+    sigma = exact.energy_uncertainty(torch.as_tensor(
+        readout_statistics(exact, calibration)["pooled"]))
+    result["threshold_p99"] = float(np.quantile(sigma.numpy(), 0.99))
+    model.set_readout_covariance(exact.readout_covariance)
+    save_potential(model, args.output, read_checkpoint(args.potential)["extra"])
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
