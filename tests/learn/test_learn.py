@@ -239,8 +239,8 @@ def test_close_contacts_of_atoms_not_bonded_at_the_start():
 
 
 def test_several_starting_structures_and_a_contact_flag(tmp_path: Path):
-    """[system] structure as a list: the initial sampling and every exploration run from
-    each file. A contact distance of 3.5 A, under the second-neighbour distance of fcc Cu
+    """[system] structure and [initial] data as lists: every exploration runs from each
+    structure, the initial data are the files' frames. A contact distance of 3.5 A, under the second-neighbour distance of fcc Cu
     (3.61 A, not bonded at the start): hot MD brings such pairs closer, which flags the
     frame (labelled, with its distance) and ends the trajectory."""
     config = _setup(tmp_path, "ase.calculators.emt:EMT")
@@ -251,14 +251,30 @@ def test_several_starting_structures_and_a_contact_flag(tmp_path: Path):
                                       'structure = ["cu8.xyz", "cu8-b.xyz"]')
     text = text.replace("threshold = 0.001", "threshold = 50.0\ncontact = 3.5")
     text = text.replace("max_iterations = 3", "max_iterations = 1")
+    # the initial data: two labelled files, copied, instead of reference MD
+    from ase.calculators.emt import EMT
+
+    from tfn_md.data import write_atoms
+
+    for k, name in enumerate(("a.h5", "b.h5")):
+        frames = []
+        for s in range(4):
+            atoms = (bulk("Cu", cubic=True) * (2, 1, 1)).copy()
+            atoms.rattle(0.05, seed=10 * k + s)
+            atoms.calc = EMT()
+            atoms.get_stress()
+            frames.append(atoms)
+        write_atoms(tmp_path / name, frames, append=False)
+    text = text.replace("n = 5\n", 'n = 0\ndata = ["a.h5", "b.h5"]\n')
     config.write_text(text)
     done = subprocess.run(_command(config), cwd=tmp_path, env=_env(), capture_output=True,
                           text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     first = json.loads(done.stdout)["history"][0]
+    assert first["n_data"] == 8
     assert first["contacts"] >= 1 and first["selected"] >= 1
     with H5Dataset(tmp_path / "out" / "data.h5") as ds:
-        sources = {json.loads(r)["source"] for r in ds.column("md_run")}
-        assert sources == {"cu8.xyz", "cu8-b.xyz"}
         labelled = ds.mask("al_iteration")
+        sources = {json.loads(r)["source"] for r in ds.column("md_run")[labelled]}
+        assert sources <= {"cu8.xyz", "cu8-b.xyz"}
         assert labelled.any() and (ds.column("al_contact")[labelled] < 3.5).any()

@@ -31,7 +31,7 @@ def test_wall_shape():
     assert e[4:].abs().max() == 0  # nothing at and beyond r_in
     (grad,) = torch.autograd.grad(e.sum(), r)
     assert (grad[:4] < 0).all() and grad[4:].abs().max() == 0  # repulsive inside, smooth at r_in
-    assert e[0] > 10 * e[2] > 0  # steep: 1.2 A costs 0.16 eV, 0.75 A 10 eV
+    assert e[0] > 10 * e[2] > 0  # steep: 1.2 A costs 0.47 eV, 0.75 A 30 eV
     none = wall_pair_energy(r, torch.zeros(7, dtype=torch.float64))  # r_in = 0: no wall
     assert none.abs().max() == 0
 
@@ -91,3 +91,27 @@ def test_trainer_puts_the_wall_where_the_data_ends(tmp_path):
         with_wall = model.to(torch.float64)(graph, energy_only=True)[keys.ENERGY]
         graph_off = off.to(torch.float64)(graph, energy_only=True)[keys.ENERGY]
         assert torch.equal(with_wall, graph_off)
+
+
+def test_fine_tuning_a_model_without_wall_adds_it(tmp_path):
+    """run.init from a checkpoint made before the wall (wall off): the fine-tuned model has
+    the wall, at this data's shortest distances; the stored weights are kept."""
+    from dataclasses import replace
+
+    from tfn_md.checkpoint import load_potential
+
+    data = emt_dataset(tmp_path / "d.h5", n_cu=6, n_mol=6)
+    cfg = small_config(data, tmp_path / "old", epochs=1)
+    cfg.model["wall"] = False
+    old = Trainer(cfg, progress=False)
+    old.fit()
+    assert not load_potential(tmp_path / "old" / "best.pt").config.wall
+    new_cfg = small_config(data, tmp_path / "new", epochs=1)
+    new_cfg.run = replace(new_cfg.run, init=str(tmp_path / "old" / "best.pt"))
+    new = Trainer(new_cfg, progress=False)
+    assert new.model.config.wall
+    with H5Dataset(data) as h5:
+        expected = shortest_distances(h5, new.train_set.indices, new.model.species, 4.0)
+    assert np.allclose(new.model.wall_radius.numpy(), expected)
+    stored = load_potential(tmp_path / "old" / "best.pt").state_dict()
+    assert torch.equal(new.model.state_dict()["embedding.weight"], stored["embedding.weight"])

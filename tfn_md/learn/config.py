@@ -11,7 +11,7 @@
     # kwargs = { }                              # keyword arguments of the class
 
     [initial]                    # reference Langevin MD before the first training
-    data = ""                    # optional: a labelled dataset file to start from (copied)
+    data = ""                    # optional: labelled dataset file(s) to start from (copied)
     temperatures = [300, 600]    # K
     n = 50                       # frames per temperature (0: only the data file)
     interval = 20                # MD steps between frames
@@ -84,7 +84,7 @@ class ReferenceSection:
 
 @dataclass
 class InitialSection:
-    data: str = ""
+    data: str | list = ""
     temperatures: list = field(default_factory=lambda: [300.0])
     n: int = 50
     interval: int = 20
@@ -164,10 +164,11 @@ class LearnConfig:
         if bool(s.molecule) == bool(s.structure):
             raise ValueError("[system]: give exactly one of molecule (an ase.build.molecule "
                              "name) and structure (a file, or a list of files)")
-        if isinstance(s.structure, list) and not all(isinstance(v, str) and v
-                                                     for v in s.structure):
-            raise ValueError(f"system.structure = {s.structure!r} is not allowed: a file name "
-                             "or a list of file names")
+        for key, value in (("system.structure", s.structure),
+                           ("initial.data", self.initial.data)):
+            if isinstance(value, list) and not all(isinstance(v, str) and v for v in value):
+                raise ValueError(f"{key} = {value!r} is not allowed: a file name or a list "
+                                 "of file names")
         if bool(r.method) == bool(r.calculator):
             raise ValueError("[reference]: give exactly one of method (a tblite method, e.g. "
                              "'GFN2-xTB') and calculator ('module:Class' of an ASE calculator)")

@@ -199,14 +199,21 @@ class Learner:
         if c.data and not self.data.exists():  # the whole copy appears at once, or nothing
             # without an earlier loop's bookkeeping: its frames are this loop's initial
             # data, not labels of this loop's iterations (budget, resume, report)
-            with H5Dataset(c.data) as source, atomic_path(self.data) as tmp:
-                extra = [f for f in source.fields.values()
-                         if f.optional and f.name not in BOOKKEEPING]
-                self._say(f"initial data: copying {len(source)} frames from {c.data}")
-                with DatasetWriter(tmp, append=False, fields=extra) as writer:
-                    writer.extend_arrays(
-                        {k: v for k, v in source.get_arrays(i).items() if k not in BOOKKEEPING}
-                        for i in range(len(source)))
+            files = c.data if isinstance(c.data, list) else [c.data]
+            sources = [H5Dataset(f) for f in files]
+            try:
+                extra = {f.name: f for source in sources for f in source.fields.values()
+                         if f.optional and f.name not in BOOKKEEPING}
+                with atomic_path(self.data) as tmp:
+                    with DatasetWriter(tmp, append=False, fields=list(extra.values())) as writer:
+                        for f, source in zip(files, sources, strict=True):
+                            self._say(f"initial data: copying {len(source)} frames from {f}")
+                            writer.extend_arrays(
+                                {k: v for k, v in source.get_arrays(i).items()
+                                 if k not in BOOKKEEPING} for i in range(len(source)))
+            finally:
+                for source in sources:
+                    source.close()
         if c.n == 0:
             return
         total = c.n * len(c.temperatures)

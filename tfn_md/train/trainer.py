@@ -187,7 +187,7 @@ def _initial_model(init: str, model_section: dict, species: list[str]) -> TFN:
     config = {**stored, **{k: v for k, v in model_section.items() if k in free}, "llpr": False}
     state = {k: v for k, v in ckpt["state_dict"].items()
              if k != "readout_covariance" and (config.get("wall") or k != "wall_radius")}
-    model = TFN(**config)
+    model = TFN(**config).to(getattr(torch, ckpt["dtype"]))  # the stored weights exactly
     init_heads_from(model, state, torch.Generator().manual_seed(0))
     return model
 

@@ -83,7 +83,7 @@ def init_heads_from(model, state: dict, generator: torch.Generator | None = None
     key = "energy_readout.weight"
     stored = state.pop(key)  # [K0, c]
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if set(missing) - {key} or unexpected:
+    if set(missing) - {key, "wall_radius"} or unexpected:  # the trainer sets the wall
         raise ValueError(f"the initial weights do not fit the model: missing {missing}, "
                          f"unexpected {unexpected}")
     w = model.energy_readout.weight  # [K, c]
