@@ -130,3 +130,16 @@ def test_model_without_uncertainty_says_so():
     calc = TFNCalculator(make_model(), compile=False)
     with pytest.raises(PropertyNotImplementedError, match="calibrated energy uncertainty"):
         calc.get_property(keys.ENERGY_SPREAD, molecule("CH3CH2OH"))
+
+
+def test_calibration_summary_of_the_energy_uncertainty():
+    from tfn_md.train.uncertainty import calibration_summary
+
+    sigma = np.array([0.001, 0.002, 0.003, 0.010, 0.020])
+    frames = {"spread_rms": sigma, "error_rms": sigma, "energy_spread": sigma,
+              "energy_error": np.array([0.0005, 0.001, np.nan, 0.01, 0.03])}
+    energy = calibration_summary(frames, energy_threshold=0.005)["energy"]
+    assert energy["n_frames"] == 4  # the frame without an energy label is left out
+    assert energy["spearman"] == pytest.approx(1.0)
+    assert energy["flagged"] == 2
+    assert energy["error_ratio"] == pytest.approx(0.02 / 0.00075)

@@ -40,6 +40,8 @@ def add_train_parsers(subparsers) -> None:
                    help="models with energy heads: count the frames whose force spread "
                    "(RMS over atoms, eV/A) exceeds this and compare their mean force error "
                    "with the rest's")
+    e.add_argument("--energy-threshold", type=float, default=None, metavar="EV",
+                   help="the same for the energy uncertainty (eV) and the energy error")
     e.set_defaults(func=_eval)
 
 
@@ -102,10 +104,11 @@ def _eval(args: argparse.Namespace) -> int:
 
         frames = frame_spreads_and_errors(model, data, args.batch_size)
         position = {int(k): p for p, k in enumerate(data.indices)}
-        metrics["uncertainty"] = {"all": calibration_summary(frames, args.threshold)}
+        thresholds = {"threshold": args.threshold, "energy_threshold": args.energy_threshold}
+        metrics["uncertainty"] = {"all": calibration_summary(frames, **thresholds)}
         for temperature, rows in groups.items() if len(groups) > 1 else ():
             sub = {k: v[[position[int(r)] for r in rows]] for k, v in frames.items()}
-            metrics["uncertainty"][f"{temperature:g}"] = calibration_summary(sub, args.threshold)
+            metrics["uncertainty"][f"{temperature:g}"] = calibration_summary(sub, **thresholds)
     if args.json:
         print(json.dumps(metrics, indent=1))
         return 0
@@ -129,19 +132,27 @@ def _eval(args: argparse.Namespace) -> int:
     if "uncertainty" in metrics:
         print(f"\nuncertainty ({model.config.energy_heads} energy heads): per-frame force "
               "spread (RMS over atoms) against per-frame force error (RMS over atoms)")
-        flag = args.threshold is not None
-        print("| frames | Spearman | mean spread (meV/A) | mean error (meV/A) |"
-              + (f" flagged (> {1000 * args.threshold:g} meV/A) | their mean error / the "
-                 "rest's |" if flag else ""))
-        print("|---|---|---|---|" + ("---|---|" if flag else ""))
-        for name, u in metrics["uncertainty"].items():
-            row = (f"| {name} ({u['n_frames']}) | {u['spearman']:.3f} | "
-                   f"{1000 * u['mean_spread']:.2f} | {1000 * u['mean_error']:.2f} |")
-            if flag:
-                ratio = f"{u['error_ratio']:.2f}" if "error_ratio" in u else "-"
-                row += f" {u['flagged']} | {ratio} |"
-            print(row)
+        _ranking_table(metrics["uncertainty"], None, args.threshold, "meV/A")
+        print("\nenergy uncertainty (energy_spread) against the absolute energy error")
+        _ranking_table(metrics["uncertainty"], "energy", args.energy_threshold, "meV")
     return 0
+
+
+def _ranking_table(rows: dict, part: str | None, threshold: float | None, unit: str) -> None:
+    """A Markdown table of :func:`calibration_summary` results (``part``: None for the
+    force spread, "energy" for the energy uncertainty)."""
+    flag = threshold is not None
+    print("| frames | Spearman | mean uncertainty (" + unit + ") | mean error (" + unit + ") |"
+          + (f" flagged (> {1000 * threshold:g} {unit}) | their mean error / the rest's |"
+             if flag else ""))
+    print("|---|---|---|---|" + ("---|---|" if flag else ""))
+    for name, u in rows.items():
+        u = u[part] if part else u
+        row = (f"| {name} ({u['n_frames']}) | {u['spearman']:.3f} | "
+               f"{1000 * u['mean_spread']:.2f} | {1000 * u['mean_error']:.2f} |")
+        if flag:
+            row += f" {u['flagged']} | {u.get('error_ratio', float('nan')):.2f} |"
+        print(row)
 
 
 def temperature_groups(h5, indices) -> dict:

@@ -111,12 +111,13 @@ def frame_spreads_and_errors(model, dataset, batch_size: int = 16
     """Per frame of ``dataset`` (a :class:`tfn_md.data.loader.GraphDataset` with force
     labels), eV/A: ``spread_rms`` = sqrt(mean_i sigma_Fi^2) and ``spread_max`` = max_i
     sigma_Fi (predicted), ``error_rms`` = sqrt(mean_i |F_i - F*_i|^2) and ``error_max`` =
-    max_i |F_i - F*_i| (true), and ``energy_spread`` (eV)."""
+    max_i |F_i - F*_i| (true), ``energy_spread`` (the energy uncertainty, eV) and
+    ``energy_error`` |E - E*| (eV; NaN where a frame has no energy label)."""
     from ..data.loader import collate_batch
 
     dtype = model.e0.dtype
     rows: dict[str, list] = {k: [] for k in ("spread_rms", "spread_max", "error_rms",
-                                             "error_max", "energy_spread")}
+                                             "error_max", "energy_spread", "energy_error")}
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size,
                                          collate_fn=collate_batch)
     for graph, targets in loader:
@@ -124,6 +125,8 @@ def frame_spreads_and_errors(model, dataset, batch_size: int = 16
         out = ensemble_response(model, graph)
         spread = out[keys.FORCES_SPREAD].detach().double()  # [n]
         error = (out[keys.FORCES].detach() - targets[keys.FORCES]).double().norm(dim=-1)
+        e_error = torch.where(targets[f"{keys.ENERGY}_mask"],
+                              (out[keys.ENERGY].detach() - targets[keys.ENERGY]).abs(), torch.nan)
         for b in range(graph.n_graphs):
             atoms = graph.batch == b
             rows["spread_rms"].append(float(spread[atoms].square().mean().sqrt()))
@@ -131,19 +134,30 @@ def frame_spreads_and_errors(model, dataset, batch_size: int = 16
             rows["error_rms"].append(float(error[atoms].square().mean().sqrt()))
             rows["error_max"].append(float(error[atoms].max()))
             rows["energy_spread"].append(float(out[keys.ENERGY_SPREAD][b].detach()))
+            rows["energy_error"].append(float(e_error[b]))
     return {k: np.array(v) for k, v in rows.items()}
 
 
 def calibration_summary(frames: dict[str, np.ndarray], threshold: float | None = None,
-                        kind: str = "rms") -> dict:
+                        kind: str = "rms", energy_threshold: float | None = None) -> dict:
     """Spearman correlation of the per-frame force spread with the per-frame force error
     (``kind`` "rms" or "max", see :func:`frame_spreads_and_errors`); with ``threshold``
     (eV/A, on the same spread), how many frames it flags and the mean error of the
-    flagged frames over that of the rest."""
-    spread, error = frames[f"spread_{kind}"], frames[f"error_{kind}"]
-    result = {"kind": kind, "n_frames": len(spread),
+    flagged frames over that of the rest. The same for the energy uncertainty against
+    the absolute energy error under ``"energy"`` (``energy_threshold`` in eV)."""
+    result = {"kind": kind, **_ranking(frames[f"spread_{kind}"], frames[f"error_{kind}"],
+                                       threshold)}
+    labelled = np.isfinite(frames["energy_error"])
+    result["energy"] = _ranking(frames["energy_spread"][labelled],
+                                frames["energy_error"][labelled], energy_threshold)
+    return result
+
+
+def _ranking(spread: np.ndarray, error: np.ndarray, threshold: float | None) -> dict:
+    result = {"n_frames": len(spread),
               "spearman": spearman(spread, error) if len(spread) > 2 else float("nan"),
-              "mean_spread": float(spread.mean()), "mean_error": float(error.mean())}
+              "mean_spread": float(spread.mean()) if len(spread) else float("nan"),
+              "mean_error": float(error.mean()) if len(spread) else float("nan")}
     if threshold is not None:
         flagged = spread > threshold
         result.update(threshold=float(threshold), flagged=int(flagged.sum()))
