@@ -20,7 +20,8 @@ Judged on data of their own (the choice is made on these): Spearman of sigma wit
 absolute energy error on the calibration structures, and rigid bond stretches (to 1.6x)
 and atoms pushed together (to 0.4x) from the reference's minimum, each geometry
 labelled by the reference: which geometries with an energy error above 100 meV exceed
-the flag threshold, the 99th percentile of sigma on the calibration structures. The
+the flag threshold, the 99th percentile of sigma on the calibration structures (or, with
+``--llpr-threshold``, the potential's own calibration and threshold for ``llpr``). The
 independent test trajectories (``--test``) are scored last, after the choice, and only
 reported.
 """
@@ -98,13 +99,21 @@ def main():
     p.add_argument("--test", nargs="*", default=["datasets/ethanol-gfn2_indep.h5"])
     p.add_argument("--plot", default=None, help="PNG of error and uncertainty along the scans")
     p.add_argument("--scans-out", default=None, help="write the labelled scans to this .h5")
+    p.add_argument("--llpr-threshold", type=float, default=None,
+                   help="a potential already calibrated (tfn-md learn): keep its energy "
+                   "uncertainty as it is and flag above this threshold (eV), e.g. the one "
+                   "tfn-md learn used")
     args = p.parse_args()
 
     model = load_potential(args.potential).double()
     species, cutoff = model.species, model.cutoff
     data = {name: GraphDataset(path, cutoff) for name, path in
             (("train", args.train), ("calibration", args.calibration))}
-    calibration = calibrate_llpr(model, data["train"], data["calibration"])
+    stored = args.llpr_threshold is not None
+    if stored and not model.config.llpr:
+        raise SystemExit("--llpr-threshold: the potential has no calibrated energy uncertainty")
+    calibration = ("as stored" if stored else
+                   calibrate_llpr(model, data["train"], data["calibration"]))
     stats = {name: readout_statistics(model, d) for name, d in data.items()}
     cnt = {name: counts(d, species) for name, d in data.items()}
     approaches = methods(model, stats["train"], cnt["train"])
@@ -143,10 +152,11 @@ def main():
     chosen = {}
     for name, fn in approaches.items():
         raw_cal = fn(stats["calibration"], cnt["calibration"])
-        alpha = fit_alpha(raw_cal, e_cal)
+        keep = stored and name == "llpr"
+        alpha = 1.0 if keep else fit_alpha(raw_cal, e_cal)
         s_cal = alpha * raw_cal
         s_scan = alpha * fn(stats["scans"], cnt["scans"])
-        threshold = float(np.quantile(s_cal, QUANTILE))
+        threshold = args.llpr_threshold if keep else float(np.quantile(s_cal, QUANTILE))
         flagged = s_scan[bad] > threshold
         chosen[name] = (alpha, threshold, s_scan)
         print(f"| {name} | {spearman(s_cal, e_cal):.3f} | {nll(s_cal, e_cal):.2f} | "
