@@ -33,6 +33,7 @@ def _pair(heads: int, model_path: str | None):
     if model_path:
         many = load_potential(model_path)
         cfg = {k: v for k, v in many.config_dict().items() if k != "energy_heads"}
+        cfg["llpr"] = False  # the baseline: no uncertainty at all
         one = TFN(**cfg)
         return one, many
     cfg = {"species": ["C", "H", "O"], "channels": 32, "l_max": 2, "layers": 2,

@@ -7,6 +7,9 @@ The validation file is an independent draw, smaller:
 The starting structures of potentials/cu-emt-learn.toml (unlabelled extxyz files: bulk,
 a vacancy, the three slabs):
     python datasets/make_cu_emt.py --starts runs/cu-starts
+Relaxed defects (vacancies and divacancies in 2x2x2 and 3x3x3 cells at five lattice
+constants, and the three slabs, each with its EMT relaxation path, every 3rd BFGS step):
+    python datasets/make_cu_emt.py --relaxed datasets/cu-emt-relaxed.h5
 
 Structures (energies, forces; stress where fully periodic):
   * strained bulk: 2x2x2 cubic cells (32 atoms), random strain up to 4 % (normal and
@@ -96,6 +99,38 @@ def write_starts(folder):
         ase.io.write(folder / f"slab{surface}.xyz", atoms)
 
 
+def relaxation_path(atoms, every=3, fmax=0.005):
+    """``atoms`` relaxed by BFGS with EMT: every ``every``-th step and the last, labelled."""
+    from ase.optimize import BFGS
+
+    atoms = atoms.copy()
+    atoms.calc = EMT()
+    frames = []
+    opt = BFGS(atoms, logfile=None)
+    for k, _ in enumerate(opt.irun(fmax=fmax, steps=300)):
+        if k % every == 0:
+            frames.append(labelled(atoms))
+    frames.append(labelled(atoms))
+    return frames
+
+
+def relaxed_defects():
+    frames = []
+    for a in (3.55, 3.57, 3.59, 3.61, 3.63):
+        for repeat in (2, 3):
+            cell = bulk("Cu", "fcc", a=a, cubic=True).repeat((repeat,) * 3)
+            frames.append(labelled(cell))
+            for remove in ((0,), (0, 1)):
+                defect = cell.copy()
+                del defect[list(remove)]
+                frames += relaxation_path(defect)
+    for surface, (build, layers) in SURFACES.items():
+        atoms = build("Cu", (2, 2, layers), a=3.59, vacuum=5.0)
+        atoms.info.pop("adsorbate_info", None)
+        frames += relaxation_path(atoms)
+    return frames
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="datasets/cu-emt.h5")
@@ -104,10 +139,17 @@ def main():
                         help="multiplies the number of structures of every kind")
     parser.add_argument("--starts", default=None,
                         help="write the starting structures of tfn-md learn to this folder")
+    parser.add_argument("--relaxed", default=None,
+                        help="write relaxed defects and their relaxation paths to this file")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     if args.starts:
         write_starts(args.starts)
+        return
+    if args.relaxed:
+        frames = relaxed_defects()
+        write_atoms(args.relaxed, frames, append=False)
+        print(f"wrote {len(frames)} structures to {args.relaxed}")
         return
 
     def count(n):

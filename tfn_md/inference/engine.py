@@ -39,7 +39,7 @@ from ..validation import check_bool, check_device, check_dtype, check_real, fail
 from . import compiled
 from .chunks import compiled_chunk
 from .response import compute_response, full_3x3_to_voigt
-from .uncertainty import energy_spread, ensemble_response
+from .uncertainty import ensemble_response
 
 __all__ = ["Engine", "check_calculator_args", "compile_setting", "inference_model"]
 
@@ -102,6 +102,10 @@ class Engine:
             self._compile_chunks()
         self.heads = self.model.config.energy_heads > 1
         self.uncertain = self.heads or self.model.config.llpr  # has energy_spread
+        # sigma_E = sqrt(f^T C f) of one structure, in NumPy: a few microseconds where
+        # torch's eager operations would add a tenth of a compiled call
+        self._covariance = (self.model.readout_covariance.detach().cpu().double().numpy()
+                            if self.model.config.llpr else None)
         # features of atoms without neighbours depend only on the weights: computed once
         per_species = not self.model.config.n_scalar_inputs
         with torch.no_grad():
@@ -200,12 +204,13 @@ class Engine:
         for key in (keys.VECTORS, keys.FORCES_SPREAD):
             if key in out:
                 results[key] = array(key)
-        if keys.ENERGY_SPREAD in out:
+        if keys.ENERGY_SPREAD in out:  # the ensemble route
             results[keys.ENERGY_SPREAD] = float(out[keys.ENERGY_SPREAD].sum())
-        elif self.uncertain:
-            n = len(results[keys.ENERGIES])
-            batch = torch.zeros(n, dtype=torch.int64, device=out[keys.ENERGY].device)
-            results[keys.ENERGY_SPREAD] = float(energy_spread(self.model, out, batch, 1).detach().sum())
+        elif self._covariance is not None:  # inference.uncertainty.energy_spread, 1 structure
+            f = array(keys.READOUT_INPUTS).sum(0)  # [c]
+            results[keys.ENERGY_SPREAD] = float(np.sqrt(max(f @ self._covariance @ f, 0.0)))
+        elif self.heads:  # population standard deviation of the K head energies [1, K]
+            results[keys.ENERGY_SPREAD] = float(array(keys.ENERGY_HEADS).std())
         if periodic:
             stress = full_3x3_to_voigt(out[keys.STRESS][0])
             results[keys.STRESS] = stress.detach().cpu().double().numpy()
