@@ -90,7 +90,8 @@ def worker(engine: str, steps: int, launched: float, out: str, threads: str) -> 
     dyn.run(steps - WARM)
     done = time.time()
     traj.close()
-    program = atoms.calc.engine.compiled  # None: no compiled path
+    engine = getattr(atoms.calc, "engine", None)  # GFN2-xTB has none
+    program = None if engine is None else engine.compiled  # None: no compiled path
     compiled = None if program is None else program.n_programs
     print(json.dumps({"launched": launched, "loaded": loaded, "warm": warm, "done": done,
                       "closed": time.time(), "compiled_programs": compiled,
