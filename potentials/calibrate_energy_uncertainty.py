@@ -2,7 +2,11 @@
 predictions unchanged:
 
     python potentials/calibrate_energy_uncertainty.py POTENTIAL --train TRAIN.h5
-        --calibration HELD_OUT.h5 -o OUT.pt
+        --calibration HELD_OUT.h5 -o OUT.pt [--heads]
+
+``--heads``: first calibrate the force spread of its energy heads on (up to 800 of) the
+training structures, as ``tfn-md learn`` does after each training
+(:func:`tfn_md.train.uncertainty.calibrate_heads`).
 
 The rigidity comes from the training structures, its scale from the energy errors of the
 held-out ones (:func:`tfn_md.train.uncertainty.calibrate_llpr`, computed in float64; the
@@ -18,7 +22,7 @@ import torch
 
 from tfn_md.checkpoint import load_potential, read_checkpoint, save_potential
 from tfn_md.data.loader import GraphDataset
-from tfn_md.train.uncertainty import calibrate_llpr, readout_statistics
+from tfn_md.train.uncertainty import calibrate_heads, calibrate_llpr, readout_statistics
 
 
 def main():
@@ -27,9 +31,17 @@ def main():
     p.add_argument("--train", required=True)
     p.add_argument("--calibration", required=True)
     p.add_argument("-o", "--output", required=True)
+    p.add_argument("--heads", action="store_true", help="calibrate the heads' force spread too")
     args = p.parse_args()
     model = load_potential(args.potential)
-    exact = load_potential(args.potential).double()
+    if args.heads:
+        train = GraphDataset(args.train, model.cutoff)
+        stride = max(1, len(train) // 800)
+        subset = torch.utils.data.Subset(train, list(range(0, len(train), stride)))
+        print(json.dumps({"heads": calibrate_heads(model, subset, max_frames=800)}))
+    exact = model.double()
+    model = load_potential(args.potential)
+    model.load_state_dict({k: v.to(model.e0.dtype) for k, v in exact.state_dict().items()})
     calibration = GraphDataset(args.calibration, model.cutoff)
     result = calibrate_llpr(exact, GraphDataset(args.train, model.cutoff), calibration)
     sigma = exact.energy_uncertainty(torch.as_tensor(

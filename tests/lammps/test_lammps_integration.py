@@ -81,9 +81,10 @@ def run_driver(tmp_path, name, frames, ranks=1, *options, compile="auto"):
     return np.load(tmp_path / "out.npz")
 
 
-def reference(name, atoms):
+def reference(name, atoms, potential=None):
+    """TFNCalculator's results with the shipped potential of ``name`` (or ``potential``)."""
     atoms = atoms.copy()
-    atoms.calc = TFNCalculator(POTENTIALS[name], dtype=torch.float64, compile=False)
+    atoms.calc = TFNCalculator(potential or POTENTIALS[name], dtype=torch.float64, compile=False)
     pressure = None
     if atoms.pbc.all():  # LAMMPS' pxx pyy pzz pyz pxz pxy = -stress (no velocities)
         pressure = -atoms.get_stress()
@@ -91,11 +92,11 @@ def reference(name, atoms):
             pressure)
 
 
-def errors(name, frames, out):
+def errors(name, frames, out, potential=None):
     """Per frame: |dE|, max |dE_i|, max |dF|, max |dP| / max |P| against TFNCalculator."""
     rows = []
     for k, atoms in enumerate(frames):
-        energy, energies, forces, pressure = reference(name, atoms)
+        energy, energies, forces, pressure = reference(name, atoms, potential)
         rows.append((len(atoms), abs(out[f"{k}_energy"] - energy),
                      np.abs(out[f"{k}_energies"] - energies).max(),
                      np.abs(out[f"{k}_forces"] - forces).max(),
@@ -117,10 +118,17 @@ def test_matches_calculator(tmp_path, name, ranks):
 def test_file_exported_before_the_layout_change_still_runs(tmp_path):
     """tests/lammps/data/cu-emt-before-layout.mliap was written by tfn_md before the modules
     moved into subpackages (commit 5369118, class path tfn_md.lammps.TFNMLIAP): LAMMPS
-    still loads it and gives the calculator's results."""
-    shutil.copy(HERE / "data" / "cu-emt-before-layout.mliap", tmp_path / "cu.mliap")
+    still loads it and gives the calculator's results with the model it holds (cu-emt as
+    it was then: the shipped one has been re-made since)."""
+    import pickle
+
+    path = HERE / "data" / "cu-emt-before-layout.mliap"
+    shutil.copy(path, tmp_path / "cu.mliap")
+    with open(path, "rb") as fh:  # our own test file: unpickling it is what LAMMPS does
+        model = pickle.load(fh).model
     frames = structures("cu")[:3]
-    for n, de, dei, df, dp in errors("cu", frames, run_driver(tmp_path, "cu", frames, 1)):
+    out = run_driver(tmp_path, "cu", frames, 1)
+    for n, de, dei, df, dp in errors("cu", frames, out, model):
         print(f"file of 5369118: cu {n} atoms: |dE| {de:.1e} eV, forces {df:.1e} eV/A")
         assert de < TOL and dei < TOL and df < TOL and dp < 1e-6, (n, de, dei, df, dp)
 
