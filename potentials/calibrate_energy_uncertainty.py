@@ -10,19 +10,19 @@ training structures, as ``tfn-md learn`` does after each training
 
 The rigidity comes from the training structures, its scale from the energy errors of the
 held-out ones (:func:`tfn_md.train.uncertainty.calibrate_llpr`, computed in float64; the
-weights keep their dtype). Prints the calibration and the 99th percentile of the
-uncertainty on the held-out structures (the threshold ``tfn-md learn`` would use).
+weights keep their dtype). Prints the calibration, with ``sigma_p99``: the 99th
+percentile of the uncertainty on the held-out structures (the threshold ``tfn-md learn``
+would use).
 """
 
 import argparse
 import json
 
-import numpy as np
 import torch
 
 from tfn_md.checkpoint import load_potential, read_checkpoint, save_potential
 from tfn_md.data.loader import GraphDataset
-from tfn_md.train.uncertainty import calibrate_heads, calibrate_llpr, readout_statistics
+from tfn_md.train.uncertainty import calibrate_heads, calibrate_llpr
 
 
 def main():
@@ -42,11 +42,8 @@ def main():
     exact = model.double()
     model = load_potential(args.potential)
     model.load_state_dict({k: v.to(model.e0.dtype) for k, v in exact.state_dict().items()})
-    calibration = GraphDataset(args.calibration, model.cutoff)
-    result = calibrate_llpr(exact, GraphDataset(args.train, model.cutoff), calibration)
-    sigma = exact.energy_uncertainty(torch.as_tensor(
-        readout_statistics(exact, calibration)["pooled"]))
-    result["threshold_p99"] = float(np.quantile(sigma.numpy(), 0.99))
+    result = calibrate_llpr(exact, GraphDataset(args.train, model.cutoff),
+                            GraphDataset(args.calibration, model.cutoff))
     model.set_readout_covariance(exact.readout_covariance)
     save_potential(model, args.output, read_checkpoint(args.potential)["extra"])
     print(json.dumps(result, indent=1))

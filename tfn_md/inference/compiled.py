@@ -124,9 +124,10 @@ class CompiledResponse:
         out[keys.ENERGY] = out[keys.ENERGIES].sum()[None]
         if stress:
             out[keys.STRESS] = rest.pop(0)
-        if rest:  # energy heads: per atom [n_pad, K] -> [1, K]; readout inputs [n, c]
+        if rest and self.model.config.llpr:  # the energy uncertainty's readout inputs [n, c]
+            out[keys.READOUT_INPUTS] = rest[0][:n]
+        elif rest:  # energy heads: per atom [n_pad, K] -> [1, K]
             out[keys.ENERGY_HEADS] = rest[0][:n].sum(0, keepdim=True)
-            out[keys.READOUT_INPUTS] = rest[1][:n]
         return out
 
     @property
@@ -178,10 +179,9 @@ class CompiledResponse:
                                    energy_only=True, species=species, isolated=isolated)
             result = (out[keys.ENERGIES], out[keys.FORCES])
             result += (out[keys.STRESS],) if stress else ()
-            if keys.READOUT_INPUTS in out:  # the uncertainty's inputs
-                heads = out.get(keys.ENERGIES_HEADS, out[keys.ENERGIES][:, None])
-                result += (heads, out[keys.READOUT_INPUTS])
-            return result
+            if model.config.llpr:  # what the energy uncertainty needs, and no more
+                return result + (out[keys.READOUT_INPUTS],)
+            return result + ((out[keys.ENERGIES_HEADS],) if keys.ENERGIES_HEADS in out else ())
 
         return response
 

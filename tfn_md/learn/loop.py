@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import gc
 import itertools
-import math
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -269,7 +269,7 @@ class Learner:
 
         from ..checkpoint import load_potential, save_potential
         from ..data.loader import GraphDataset
-        from ..train.uncertainty import calibrate_heads, calibrate_llpr, readout_statistics
+        from ..train.uncertainty import calibrate_heads, calibrate_llpr
 
         model = load_potential(best)
         train = GraphDataset(self.data, model.cutoff, train_idx)
@@ -281,14 +281,12 @@ class Learner:
             with torch.random.fork_rng(devices=[]):
                 result = calibrate_heads(model, subset, max_frames=800)
             threshold = None  # no energy flags
-            if np.isfinite(readout_statistics(model, valid)["energy_error"]).sum() >= 2:
+            try:
                 result["energy"] = calibrate_llpr(model, train, valid)
-                stats = readout_statistics(model, valid)
-                sigma = model.energy_uncertainty(torch.as_tensor(stats["pooled"]).to(model.e0))
-                threshold = float(torch.quantile(sigma.double(), 0.99))
-            else:
-                self._say(f"iteration {i}: fewer than 2 held-out frames with energies: the "
-                          "energy uncertainty is not calibrated, no energy flags")
+                threshold = result["energy"]["sigma_p99"]
+            except ValueError as err:  # too few held-out frames with energies
+                self._say(f"iteration {i}: the energy uncertainty is not calibrated ({err}): "
+                          "no energy flags")
         finally:
             train.h5.close()
             valid.h5.close()

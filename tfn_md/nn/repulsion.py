@@ -14,8 +14,8 @@ in a full neighbour list, hence the 1/2).
 
 The wall (``wall``; on for potentials trained by ``tfn-md train``) acts where the data is
 silent, not only inside covalent radii. With r_in the shortest distance of the species
-pair in the training data (set by the trainer, :func:`tfn_md.train.statistics.wall_radii`; the holes a learned energy falls
-into lie below it, e.g. methyl hydrogens at 0.8-0.9 A where the data has them no closer
+pair in the training data (set by the trainer from :func:`tfn_md.data.loader.shortest_distances`; the holes a
+learned energy falls into lie below it, e.g. methyl hydrogens at 0.8-0.9 A where the data has them no closer
 than 1.5 A),
 
     E_wall = 1/2 sum_{i != j} eps (r_in / r_ij - 1)^3   for r_ij < r_in,  0 beyond,

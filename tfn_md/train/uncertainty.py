@@ -286,18 +286,19 @@ def calibrate_llpr(model, train_dataset, calibration_dataset) -> dict:
     """Give ``model`` its energy uncertainty (module docstring): the rigidity A from the
     structures of ``train_dataset``, alpha and varsigma from the energy errors of those of
     ``calibration_dataset`` (structures not trained on). Sets
-    ``model.readout_covariance``; returns alpha^2, varsigma^2, the NLL and the Spearman
-    correlation of sigma_E with |error| on the calibration structures."""
-    train = readout_statistics(model, train_dataset)
+    ``model.readout_covariance``; returns alpha^2, varsigma^2, the NLL, the Spearman
+    correlation of sigma_E with |error| and the 99th percentile of sigma_E (``sigma_p99``)
+    on the calibration structures with energies."""
     calib = readout_statistics(model, calibration_dataset)
-    rows = train["pooled"] / train["n_atoms"][:, None]  # [B, c]
-    lam, u = np.linalg.eigh(rows.T @ rows)  # A = U diag(lam) U^T
-    lam = np.clip(lam, 0.0, None)
     labelled = np.isfinite(calib["energy_error"])
     if labelled.sum() < 2:
         raise ValueError("calibrating the energy uncertainty needs at least 2 calibration "
                          f"structures with energies; {calibration_dataset} has "
                          f"{int(labelled.sum())}")
+    train = readout_statistics(model, train_dataset)
+    rows = train["pooled"] / train["n_atoms"][:, None]  # [B, c]
+    lam, u = np.linalg.eigh(rows.T @ rows)  # A = U diag(lam) U^T
+    lam = np.clip(lam, 0.0, None)
     e2 = calib["energy_error"][labelled] ** 2
     proj2 = (calib["pooled"][labelled] @ u) ** 2  # [B', c]
     best = None
@@ -315,4 +316,4 @@ def calibrate_llpr(model, train_dataset, calibration_dataset) -> dict:
     return {"alpha2": alpha2, "varsigma2": varsigma2, "nll": nll,
             "train_structures": len(rows), "calibration_structures": int(labelled.sum()),
             "spearman": spearman(sigma, error), "mean_sigma": float(sigma.mean()),
-            "mean_abs_error": float(error.mean())}
+            "sigma_p99": float(np.quantile(sigma, 0.99)), "mean_abs_error": float(error.mean())}
