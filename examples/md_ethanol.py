@@ -27,15 +27,15 @@ atoms.calc = TFNCalculator("ethanol-gfn2")
 steps = 200 if args.quick else args.steps
 summary = run_md(atoms, steps, temperature=args.temperature, timestep=0.5,
                  trajectory=f"{args.out}.traj", interval=10)
-log = summary.pop("log")
+log = summary.pop("rows")  # the logged rows, also in md_ethanol.log
 
 fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6, 5), sharex=True, dpi=120)
-ax1.plot(log["time_fs"], log["temperature_K"])
+ax1.plot(log["time_ps"], log["T_K"])
 ax1.axhline(args.temperature, color="k", lw=0.8, ls="--")
 ax1.set_ylabel("T (K)")
-ax2.plot(log["time_fs"], log["epot_eV"], label="potential")
-ax2.plot(log["time_fs"], log["etot_eV"], label="total")
-ax2.set_xlabel("time (fs)")
+ax2.plot(log["time_ps"], log["Epot_eV"], label="potential")
+ax2.plot(log["time_ps"], log["Etot_eV"], label="total")
+ax2.set_xlabel("time (ps)")
 ax2.set_ylabel("energy (eV)")
 ax2.legend()
 fig.tight_layout()

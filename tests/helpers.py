@@ -25,6 +25,8 @@ loop labels (``al_index`` in their info), first sleeps ``delay`` seconds and the
 """
 
 import hashlib
+import importlib
+import os
 import time
 
 import numpy as np
@@ -40,6 +42,23 @@ from tfn_md.so3 import random_rotation, wigner_D
 from tfn_md.train import TrainConfig
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def require_extra(module: str, extra: str):
+    """Import ``module`` of the optional dependency group ``extra`` (``pip install
+    ".[extra]"``), or skip the calling test module with a reason. With
+    ``TFN_MD_REQUIRE_ENGINES=1`` (set by ``.ci/run``, which installs every extra) a missing
+    module is an error instead: CI must run these tests, not skip them."""
+    import pytest
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        if os.environ.get("TFN_MD_REQUIRE_ENGINES") == "1":
+            raise RuntimeError(f"TFN_MD_REQUIRE_ENGINES=1 but {module} does not import "
+                               f"({err}): pip install '.[{extra}]'") from err
+        pytest.skip(f"{module} is not installed (pip install '.[{extra}]')",
+                    allow_module_level=True)
 
 
 def make_model(species=("H", "C", "O"), dtype=torch.float64, seed=0, **kwargs) -> TFN:

@@ -7,7 +7,8 @@ Layers, lowest first (a module may import its own group and lower layers only):
     core       top-level modules (model, graph, receptive, keys, checkpoint, ...), so3/, nn/
     inference  inference/
     fronts     ase/, lammps/, data/   (three groups: none imports another)
-    workflows  train/, tasks/         (two groups)
+    workflows  train/, tasks/, engines/   (three groups: engines/ drives i-PI, OpenMM and
+                                          torch-sim through ase/ and inference/)
     learn      learn/
     check      check/                 (the report card: uses learn's reference calculators)
     cli        cli.py
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import tfn_md
 
-RANK = {"core": 0, "inference": 1, "ase": 2, "lammps": 2, "data": 2, "train": 3, "tasks": 3,
+RANK = {"core": 0, "inference": 1, "ase": 2, "lammps": 2, "data": 2, "train": 3, "tasks": 3, "engines": 3,
         "learn": 4, "check": 5, "cli": 6}
 
 
