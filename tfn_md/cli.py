@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .ase.cli import add_simulate_parsers
     from .check.cli import add_check_parser
     from .data.cli import add_data_parser
+    from .engines.cli import add_engine_parsers
     from .lammps.cli import add_lammps_parser
     from .learn.cli import add_learn_parser
     from .tasks.cli import add_paper_parser
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lammps_parser(subparsers)
     add_learn_parser(subparsers)
     add_check_parser(subparsers)
+    add_engine_parsers(subparsers)
     return parser
 
 
