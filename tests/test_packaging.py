@@ -61,7 +61,11 @@ def test_the_wheel_installs_every_module_and_the_cli(tmp_path):
         f"venv = pathlib.Path({str(venv)!r}).resolve()\n"
         "assert venv in pathlib.Path(tfn_md.__file__).resolve().parents, tfn_md.__file__\n"
         f"for name in {modules!r}:\n"
-        "    importlib.import_module(name)\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except ImportError as err:  # an engine whose optional extra is missing\n"
+        "        if not (name.startswith('tfn_md.engines.') and 'pip install' in str(err)):\n"
+        "            raise\n"
         "from tfn_md import load_potential\n"
         "print(len(sys.modules), load_potential('ethanol-gfn2').config.channels)\n"
     )
