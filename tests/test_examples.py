@@ -35,3 +35,20 @@ def test_readme_main_command(tmp_path):
            "CH3CH2OH", "--steps", "100", "-o", str(tmp_path / "eth.traj")]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
     assert '"steps": 100' in out.stdout and (tmp_path / "eth.traj").exists()
+
+
+def test_gpu_check_without_cuda_says_so_and_skips(tmp_path):
+    """The prepared GPU check (benchmarks/gpu_check.py) on a machine without CUDA: a clear
+    message, a CPU smoke test, exit code 0 and its report under --out."""
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available: this is the check's no-GPU path")
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out",
+                          str(tmp_path)], capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "CUDA is not available: the GPU sections are skipped" in run.stdout
+    assert "ethanol-gfn2 on the CPU: E = " in run.stdout
+    assert (tmp_path / "gpu_check.txt").read_text().strip() == run.stdout.strip()
