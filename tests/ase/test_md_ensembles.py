@@ -47,6 +47,7 @@ def test_every_ensemble_runs_and_logs(tmp_path, ensemble, calc):
                pressure=1.0 if npt else None, pdamp=100.0, progress=False)
     frames = read(out, ":")
     assert [f.info["md_step"] for f in frames] == [0, 5, 10, 15, 20]
+    assert [f.info["time_fs"] for f in frames] == [0.0, 10.0, 20.0, 30.0, 40.0]
     header = log_path(out).read_text().splitlines()[1].split()[1:]
     assert header[:5] == ["step", "time_ps", "T_K", "Epot_eV", "Etot_eV"]
     assert header[-5:] == ["P_GPa", "volume_A3", "a_A", "b_A", "c_A"]

@@ -69,6 +69,26 @@ def add_simulate_parsers(subparsers) -> None:
                    help="log file (default: the output's name with .log)")
     p.set_defaults(func=_md)
 
+    sp = subparsers.add_parser(
+        "spectrum", help="IR spectrum and vibrational density of states from MD trajectories",
+        description="The IR spectrum from the dipole autocorrelation (where the frames have "
+        "dipoles) and the vibrational density of states from the velocities (where they have "
+        "momenta), averaged over the trajectories (tfn_md.ase.spectra states the maths). "
+        "Writes OUT.csv (wavenumber in cm^-1, intensities normalised to unit area) and "
+        "OUT.png. Frames must be at most 2 fs apart (else overtones alias below 4000 cm^-1).",
+        epilog="example: tfn-md spectrum run1.traj run2.traj -o ir --temperature 300")
+    sp.add_argument("trajectories", nargs="+", type=Path)
+    sp.add_argument("-o", "--output", type=Path, default=Path("spectrum"),
+                    help="output stem: OUT.csv and OUT.png")
+    sp.add_argument("--dt", type=float, default=None,
+                    help="frame spacing, fs (default: from the frames' time_fs)")
+    sp.add_argument("--temperature", type=float, default=None,
+                    help="K: apply the harmonic quantum correction to the IR spectrum")
+    sp.add_argument("--max-lag", type=float, default=None,
+                    help="fs: the autocorrelation window (default a third of the run)")
+    sp.add_argument("--up-to", type=float, default=4000.0, help="cm^-1: highest wavenumber")
+    sp.set_defaults(func=_spectrum)
+
     r = subparsers.add_parser(
         "relax", help="relax a structure (and its cell) with a TFN potential",
         description="BFGS on atoms, or on atoms and cell with --cell (FrechetCellFilter).")
@@ -124,6 +144,45 @@ def _log(args, trajectory: Path) -> Path:
     from .md import log_path
 
     return args.log if args.log is not None else log_path(trajectory)
+
+
+def _spectrum(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..atomic import atomic_path
+    from .spectra import spectra
+
+    out = spectra(args.trajectories, args.dt, args.temperature, args.max_lag, args.up_to)
+    names = [k for k in ("ir", "vdos") if k in out]
+    table = np.column_stack([out["wavenumber_cm-1"]] + [out[k] for k in names])
+    with atomic_path(args.output.with_suffix(".csv")) as tmp:
+        np.savetxt(tmp, table, delimiter=",", fmt="%.6g",
+                   header=",".join(["wavenumber_cm-1", *names]), comments="")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        plot = None
+    else:
+        fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
+        for k in names:
+            ax.plot(out["wavenumber_cm-1"], out[k], label={"ir": "IR (dipole)",
+                                                          "vdos": "VDOS (velocities)"}[k])
+        ax.set_xlabel("wavenumber (cm$^{-1}$)")
+        ax.set_ylabel("intensity (normalised)")
+        ax.legend()
+        fig.tight_layout()
+        plot = args.output.with_suffix(".png")
+        with atomic_path(plot) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+    print(json.dumps({"trajectories": len(args.trajectories), "frames": out["frames"],
+                      "frame_spacing_fs": out["dt_fs"], "spectra": names,
+                      "csv": str(args.output.with_suffix(".csv")),
+                      "png": None if plot is None else str(plot)}, indent=1))
+    return 0
 
 
 def _relax(args: argparse.Namespace) -> int:

@@ -138,6 +138,7 @@ def run_md(atoms: Atoms, steps: int, temperature: float = 300.0, timestep: float
         if step == start_step and start_step:
             return  # the frame the run continues from is already written
         atoms.info[STEP] = step
+        atoms.info["time_fs"] = step * timestep
         if log_file is not None:
             log_file.write(" ".join(f"{v:.10g}" for v in row) + "\n")
         if traj is not None:
