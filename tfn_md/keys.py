@@ -14,6 +14,7 @@ STRESS: Final[str] = "stress"  # ASE Voigt [6] eV/A^3 (xx, yy, zz, yz, xz, xy)
 VECTORS: Final[str] = "vectors"  # per-atom l=1 readout [n_atoms, 3]
 TENSORS: Final[str] = "tensors"  # per-atom l=0+l=2 readout, symmetric [n_atoms, 3, 3]
 DIPOLE: Final[str] = "dipole"  # per-structure vector [3]
+CHARGES: Final[str] = "charges"  # per-atom charges [n] (e)
 # uncertainty (tfn_md.inference.uncertainty): shallow ensemble (TFNConfig.energy_heads =
 # K > 1) and the energy's prediction rigidity (TFNConfig.llpr)
 ENERGIES_HEADS: Final[str] = "energies_heads"  # per-atom energy of each head [n_atoms, K]

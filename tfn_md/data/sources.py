@@ -26,7 +26,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from tfn_md.data.format import PathLike
 from tfn_md.data.reader import H5Dataset
 from tfn_md.data.writer import DatasetWriter
-from tfn_md.keys import DIPOLE, ENERGY, FORCES, STRESS
+from tfn_md.keys import CHARGES, DIPOLE, ENERGY, FORCES, STRESS
 
 # ---------------------------------------------------------------- ASE files
 
@@ -262,7 +262,7 @@ def qm9_atoms(**filters: Any) -> list[Atoms]:
 # ---------------------------------------------------------------- GFN2-xTB sampling
 
 #: Calculator results recorded per sampled structure (stress only if periodic).
-XTB_PROPERTIES: Final[tuple[str, ...]] = (ENERGY, FORCES, DIPOLE, "charges", STRESS)
+XTB_PROPERTIES: Final[tuple[str, ...]] = (ENERGY, FORCES, DIPOLE, CHARGES, STRESS)
 MD_RUN: Final[str] = "md_run"  # JSON of the run settings, identifies a run for resuming
 MD_TEMPERATURE: Final[str] = "md_temperature"  # K
 MD_FRAME: Final[str] = "md_frame"  # 0, 1, ... within (run, temperature)
