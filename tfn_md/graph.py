@@ -47,6 +47,7 @@ class Graph:
     shifts: Tensor
     n_graphs: int = 1
     node_scalars: Tensor | None = None
+    charge: Tensor | None = None  # total charge of each structure [n_graphs] (e); None: 0
 
     def to(self, device=None, dtype=None) -> "Graph":
         """Move to ``device``; floating tensors also to ``dtype``."""
@@ -259,7 +260,23 @@ def atoms_to_graph(
         edge_index=torch.as_tensor(np.stack([i, j]), dtype=torch.int64, device=device),
         shifts=torch.as_tensor(s, dtype=dtype, device=device),
         n_graphs=1,
+        charge=_total_charge(atoms, dtype, device),
     )
+
+
+def _total_charge(atoms: Atoms, dtype, device) -> Tensor | None:
+    """``atoms.info["charge"]`` (ASE's place for a structure's total charge, e) as [1]."""
+    charge = atoms.info.get("charge")
+    if charge is None:
+        return None
+    try:
+        value = float(charge)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not np.isfinite(value):
+        raise ValueError(f"atoms.info['charge'] = {charge!r}: the total charge must be a "
+                         "finite number (e)")
+    return torch.tensor([value], dtype=dtype, device=device)
 
 
 def collate(graphs: list[Graph]) -> Graph:
@@ -277,4 +294,7 @@ def collate(graphs: list[Graph]) -> Graph:
         node_scalars=None
         if graphs[0].node_scalars is None
         else torch.cat([g.node_scalars for g in graphs]),
+        charge=None if all(g.charge is None for g in graphs) else torch.cat([
+            g.positions.new_zeros(g.n_graphs) if g.charge is None else g.charge
+            for g in graphs]),
     )

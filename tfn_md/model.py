@@ -7,6 +7,17 @@
     E          = sum_i (scale * E_i + shift + E0[Z_i])  (+ ZBL, wall pairs)  [n_graphs]
     sigma_E    = sqrt(f^T C f),  f = sum_i (z_i - z_i,isolated)  (if llpr)  [n_graphs]
 
+With a dipole head (``TFNConfig.dipole``), per structure b of total charge Q_b:
+
+    q~_i       = w_q · (x^(last)_{i,l=0} - x_{isolated,l=0}) + chi[Z_i]   [n]   (e)
+    q_i        = q~_i - (sum_{j in b} q~_j - Q_b) / N_b           [n]   sum_{i in b} q_i = Q_b
+    mu_b       = sum_{i in b} (q_i r_i + v_i)                     [n_graphs, 3]  (e*A)
+
+with chi a learned value per species (its electronegativity, in effect), so the dipole
+of a neutral molecule does not depend on the origin of r, and mu rotates as a vector
+(q_i are invariant, v_i the l = 1 readout). Q_b is ``Graph.charge``
+(``atoms.info["charge"]``), 0 where not given.
+
 E_i is measured from the readout of the same species without neighbours, so an
 isolated atom has E = shift + E0[Z] exactly (E0 are isolated-atom energies).
 
@@ -71,6 +82,8 @@ class TFNConfig:
       of its training data, and adds a repulsive wall inside it
       (:func:`tfn_md.nn.repulsion.wall_pair_energy`; zero on every training structure).
       Set by :meth:`TFN.set_wall_radius`.
+    dipole: a charge readout beside the l = 1 one: atomic charges (summing to the
+      structure's charge) and the dipole mu = sum_i q_i r_i + v_i (module docstring).
     """
 
     species: list[str]
@@ -92,6 +105,7 @@ class TFNConfig:
     energy_heads: int = 1
     llpr: bool = False
     wall: bool = False
+    dipole: bool = False
 
     def __post_init__(self):
         from .validation import check_bool, check_int, check_real, check_species
@@ -105,8 +119,11 @@ class TFNConfig:
         if self.cutoff is not None:
             self.cutoff = check_real("cutoff", self.cutoff, 0.0, strict=True, unit="Angstrom")
         check_real("avg_num_neighbors", self.avg_num_neighbors, 0.0, strict=True)
-        for name in ("residual", "zbl", "last_nonlinearity", "llpr", "wall"):
+        for name in ("residual", "zbl", "last_nonlinearity", "llpr", "wall", "dipole"):
             check_bool(name, getattr(self, name))
+        if self.dipole and min(self.l_max, self.readout_l_max) < 1:
+            raise ValueError("dipole=True needs l = 1 features in the last layer: l_max >= 1 "
+                             f"and readout_l_max >= 1 (got {self.l_max}, {self.readout_l_max})")
         low_high = list(self.gaussian_range) if hasattr(self.gaussian_range, "__len__") else []
         if len(low_high) != 2 or check_real("gaussian_range[0]", low_high[0], 0.0) >= check_real(
             "gaussian_range[1]", low_high[1], 0.0
@@ -159,6 +176,9 @@ class TFN(nn.Module):
         self.energy_readout = nn.Linear(c, cfg.energy_heads, bias=False)  # K heads
         self.vector_readout = nn.Linear(c, 1, bias=False) if self.l_last >= 1 else None
         self.tensor_readout = nn.Linear(c, 2, bias=False) if self.l_last >= 2 else None
+        self.charge_readout = nn.Linear(c, 1, bias=False) if cfg.dipole else None
+        if cfg.dipole:
+            self.charge_bias = nn.Parameter(torch.zeros(n_species))  # chi [S], e
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("shift", torch.tensor(0.0))
         self.register_buffer("e0", torch.zeros(n_species))
@@ -397,10 +417,27 @@ class TFN(nn.Module):
             isolated = self.isolated_features(scalars_only=True)
         return self._atom_energies(x, species, edges[-1], isolated)
 
+    def _charges_and_dipole(self, graph: Graph, scalars: Tensor, vectors: Tensor,
+                            species: Tensor) -> dict:
+        """Charges q [n] (e) and dipoles mu [n_graphs, 3] (e*A) from the last l = 0
+        features measured from the isolated atom's [n, c], the l = 1 readout v [n, 3] and
+        the species indices [n] (module docstring)."""
+        raw = self.charge_readout(scalars).squeeze(-1) + self.charge_bias[species]  # [n]
+        batch, n_graphs = graph.batch, graph.n_graphs
+        counts = torch.bincount(batch, minlength=n_graphs).clamp(min=1).to(raw.dtype)
+        excess = raw.new_zeros(n_graphs).index_add_(0, batch, raw)
+        if graph.charge is not None:
+            excess = excess - graph.charge.to(raw.dtype)
+        q = raw - (excess / counts)[batch]
+        per_atom = q[:, None] * graph.positions + vectors  # [n, 3]
+        mu = per_atom.new_zeros(n_graphs, 3).index_add_(0, batch, per_atom)
+        return {keys.CHARGES: q, keys.DIPOLE: mu}
+
     def forward(self, graph: Graph, energy_only: bool = False, species: Tensor | None = None,
                 isolated: Tensor | None = None) -> dict[str, Tensor]:
         """Per-atom energies [n], total energy [n_graphs], per-atom vectors [n, 3]
-        (and symmetric tensors [n, 3, 3] when the last layer keeps l = 2).
+        (and symmetric tensors [n, 3, 3] when the last layer keeps l = 2; charges [n] and
+        dipoles [n_graphs, 3] with a dipole head).
         ``energy_only``: energies alone, the last layer computing only its l = 0 outputs
         (the same energies, for a fraction of that layer's cost). ``species``: indices
         already checked by :meth:`species_index`; ``isolated``: :meth:`isolated_features`
@@ -425,6 +462,9 @@ class TFN(nn.Module):
         if self.vector_readout is not None:
             v = self.vector_readout(x[..., 1:4].transpose(1, 2)).squeeze(-1)  # [n, 3] (y, z, x)
             out[keys.VECTORS] = v[:, L1_TO_XYZ]
+        if self.charge_readout is not None:
+            out.update(self._charges_and_dipole(graph, x[..., 0] - isolated[..., 0],
+                                                out[keys.VECTORS], species))
         if self.tensor_readout is not None:
             w0, w2 = self.tensor_readout.weight  # [c] each: separate l = 0 and l = 2 weights
             t0 = x[..., 0] @ w0  # [n]

@@ -8,8 +8,12 @@ Results (ASE units and names): ``energy`` = ``free_energy`` (eV), ``energies``
 (eV per atom, summing to the energy), ``forces`` (eV/A), ``stress`` (eV/A^3,
 Voigt xx yy zz yz xz xy; fully periodic cells only) and ``vectors`` (the
 model's per-atom l = 1 readout [n_atoms, 3], read with
-``atoms.calc.get_property("vectors", atoms)``). Forces and stress come from
-one autograd pass.
+``atoms.calc.get_property("vectors", atoms)``). Potentials with a dipole head
+(``TFNConfig.dipole``) add ASE's ``dipole`` (e*A, [3]; not for periodic systems) and
+``charges`` (e, [n_atoms], summing to ``atoms.info["charge"]``, 0 by default), so
+``atoms.get_dipole_moment()``, ``atoms.get_charges()`` and ``ase.vibrations.Infrared`` work;
+other potentials raise ``PropertyNotImplementedError`` for them. Forces and stress come
+from one autograd pass.
 
 Uncertainty (models with ``energy_heads`` K > 1, a shallow ensemble; see
 :mod:`tfn_md.inference.uncertainty`): ``energy``, ``forces`` and ``stress`` are the ensemble
@@ -66,6 +70,8 @@ class TFNCalculator(Calculator):
         keys.FORCES,
         keys.STRESS,
         keys.VECTORS,
+        keys.DIPOLE,
+        keys.CHARGES,
         keys.ENERGY_SPREAD,
         keys.FORCES_SPREAD,
     ]

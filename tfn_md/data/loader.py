@@ -50,9 +50,11 @@ class GraphDataset(torch.utils.data.Dataset):
     """(Graph, targets) for the structures ``indices`` of a dataset file (float64 tensors).
 
     ``vector_keys``: vector labels to load, each a property of the file with rows of
-    shape (3,), per atom or per structure (``ValueError`` naming the key otherwise)."""
+    shape (3,), per atom or per structure (``ValueError`` naming the key otherwise).
+    ``charges``: also load the atomic charges [n] (e) where a structure has them. A
+    structure's total charge (a ``charge`` property, e) goes to ``Graph.charge``."""
 
-    def __init__(self, path, cutoff: float, indices=None, vector_keys=()):
+    def __init__(self, path, cutoff: float, indices=None, vector_keys=(), charges=False):
         self.h5 = H5Dataset(path)
         self.cutoff = cutoff
         self.indices = np.arange(len(self.h5)) if indices is None else np.asarray(indices)
@@ -66,8 +68,10 @@ class GraphDataset(torch.utils.data.Dataset):
                     f"loss.vectors names {name!r}, which is not a vector property of {path} "
                     f"(allowed: {vectors or 'none in this file'})"
                 )
+        self.charges = bool(charges)
         self.per_atom = frozenset({keys.FORCES} | {k for k in self.vector_keys
-                                                  if fields[k].per_atom})
+                                                  if fields[k].per_atom}
+                                  | ({keys.CHARGES} if self.charges else set()))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -88,18 +92,24 @@ class GraphDataset(torch.utils.data.Dataset):
             if name in arrays:
                 v = torch.as_tensor(np.asarray(arrays[name], float), dtype=torch.float64)
                 t[name] = v.reshape(-1, 3)  # [n, 3] per atom, [1, 3] per structure
+        if self.charges and keys.CHARGES in arrays:
+            t[keys.CHARGES] = torch.as_tensor(np.asarray(arrays[keys.CHARGES], float),
+                                              dtype=torch.float64).reshape(-1)  # [n]
         return graph, t
 
 
 def _atoms(arrays):
     from ase import Atoms
 
-    return Atoms(
+    atoms = Atoms(
         numbers=arrays[keys.NUMBERS],
         positions=arrays[keys.POSITIONS],
         cell=arrays[keys.CELL],
         pbc=arrays[keys.PBC],
     )
+    if "charge" in arrays:  # the structure's total charge, e
+        atoms.info["charge"] = float(np.asarray(arrays["charge"]).reshape(-1)[0])
+    return atoms
 
 
 def collate_batch(items) -> tuple[Graph, Targets]:

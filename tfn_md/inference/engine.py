@@ -86,6 +86,10 @@ class Engine:
     ``exact``), ``device``, ``dtype``, ``neighbours`` (the Verlet list, None without a
     cutoff), ``compiled`` (the whole-program path, None where it cannot serve)."""
 
+    #: properties only the eager path computes (the compiled program returns energies,
+    #: forces and stress): asking for any of them runs the whole model eagerly
+    EAGER_ONLY = frozenset({keys.VECTORS, keys.DIPOLE, keys.CHARGES})
+
     def __init__(self, potential, device: str = "cpu", dtype=None, skin: float = 0.5,
                  compile: bool | str = "auto", exact: bool = False):
         device, dtype, skin = check_calculator_args(potential, device, dtype, skin, compile,
@@ -102,6 +106,7 @@ class Engine:
             self._compile_chunks()
         self.heads = self.model.config.energy_heads > 1
         self.uncertain = self.heads or self.model.config.llpr  # has energy_spread
+        self.dipole = self.model.config.dipole  # has charges and a dipole
         # sigma_E = sqrt(f^T C f) of one structure, in NumPy: a few microseconds where
         # torch's eager operations would add a tenth of a compiled call
         self._covariance = (self.model.readout_covariance.detach().cpu().double().numpy()
@@ -143,7 +148,7 @@ class Engine:
         large graphs (``compile="auto"``) and compiles their chunks when they are many."""
         if self.heads and keys.FORCES_SPREAD in properties:
             return "ensemble"
-        if (self.compiled is not None and keys.VECTORS not in properties
+        if (self.compiled is not None and not self.EAGER_ONLY & set(properties)
                 and n_edges <= compiled.MAX_EDGES):
             return "program"
         if self._large_calls is not None and n_edges > compiled.MAX_EDGES:
@@ -172,6 +177,14 @@ class Engine:
             raise PropertyNotImplementedError(
                 "forces_spread needs a model with several energy heads "
                 "(TFNConfig.energy_heads > 1, a shallow ensemble); this one has one")
+        if (keys.DIPOLE in properties or keys.CHARGES in properties) and not self.dipole:
+            raise PropertyNotImplementedError(
+                "dipole and charges need a potential with a dipole head (TFNConfig.dipole, "
+                "trained with [loss] vectors = { dipole = w }); this one has none")
+        if keys.DIPOLE in properties and atoms.pbc.any():
+            raise PropertyNotImplementedError(
+                f"the dipole of a periodic system (pbc={atoms.pbc.tolist()}) is not defined; "
+                "the charges are: atoms.get_charges()")
         if len(atoms) == 0:
             return self._empty(periodic)
         pairs = None if self.neighbours is None else self.neighbours(atoms)
@@ -186,7 +199,7 @@ class Engine:
             out = self.compiled(atoms.numbers, species, atoms.positions, atoms.cell.array,
                                 pairs, periodic)
         if out is None:
-            energy_only = keys.VECTORS not in properties
+            energy_only = not self.EAGER_ONLY & set(properties)
             graph = atoms_to_graph(atoms, self.model.cutoff, self.dtype, self.device, pairs)
             out = compute_response(self.model, graph, forces=True, stress=periodic,
                                    energy_only=energy_only, species=species,
@@ -201,9 +214,11 @@ class Engine:
         energy = float(out[keys.ENERGY].sum().item())
         results = {keys.ENERGY: energy, keys.FREE_ENERGY: energy,
                    keys.ENERGIES: array(keys.ENERGIES), keys.FORCES: array(keys.FORCES)}
-        for key in (keys.VECTORS, keys.FORCES_SPREAD):
+        for key in (keys.VECTORS, keys.FORCES_SPREAD, keys.CHARGES):
             if key in out:
                 results[key] = array(key)
+        if keys.DIPOLE in out and not periodic:
+            results[keys.DIPOLE] = array(keys.DIPOLE)[0]
         if keys.ENERGY_SPREAD in out:  # the ensemble route
             results[keys.ENERGY_SPREAD] = float(out[keys.ENERGY_SPREAD].sum())
         elif self._covariance is not None:  # inference.uncertainty.energy_spread, 1 structure

@@ -64,6 +64,14 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_fields(path) -> set:
+    """The property names of a dataset file."""
+    from ..data import H5Dataset
+
+    with H5Dataset(path) as h5:
+        return set(h5.fields)
+
+
 def _eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -77,7 +85,10 @@ def _eval(args: argparse.Namespace) -> int:
     model = load_potential(args.checkpoint, device=args.device)
     if not args.exact:
         model.tabulate()  # as TFNCalculator runs it
-    data = GraphDataset(args.data, model.cutoff)
+    # a dipole head is evaluated against the file's dipole and charges, where it has them
+    dipole = [keys.DIPOLE] if model.config.dipole and keys.DIPOLE in data_fields(args.data) else []
+    charges = model.config.dipole and keys.CHARGES in data_fields(args.data)
+    data = GraphDataset(args.data, model.cutoff, vector_keys=dipole, charges=charges)
     if len(data) == 0:
         raise ValueError(f"{args.data} holds no structures to evaluate on")
     check_species(model.species, data.h5, key=f"the species of {args.checkpoint}")
@@ -87,16 +98,17 @@ def _eval(args: argparse.Namespace) -> int:
     check_labels(data.h5, data.indices, labels)
     loader = torch.utils.data.DataLoader(data, batch_size=args.batch_size,
                                          collate_fn=collate_batch)
-    metrics = evaluate_model(model, loader, args.device)
+    metrics = evaluate_model(model, loader, args.device, vectors=dipole)
     metrics["n_structures"] = len(data)
     groups = temperature_groups(data.h5, data.indices)
     if len(groups) > 1 or (groups and args.per_temperature):
         metrics["per_temperature"] = {}
         for temperature, rows in groups.items():
-            part = GraphDataset(args.data, model.cutoff, indices=rows)
+            part = GraphDataset(args.data, model.cutoff, indices=rows, vector_keys=dipole,
+                                charges=charges)
             part_loader = torch.utils.data.DataLoader(part, batch_size=args.batch_size,
                                                       collate_fn=collate_batch)
-            m = evaluate_model(model, part_loader, args.device)
+            m = evaluate_model(model, part_loader, args.device, vectors=dipole)
             m["n_structures"] = len(rows)
             metrics["per_temperature"][f"{temperature:g}"] = m
     if model.config.energy_heads > 1 and keys.FORCES in data.h5.fields:
@@ -113,13 +125,19 @@ def _eval(args: argparse.Namespace) -> int:
         print(json.dumps(metrics, indent=1))
         return 0
     units = {"energy_per_atom": "meV/atom", "energy": "meV", "forces": "meV/A",
-             "stress": "meV/A^3"}
+             "stress": "meV/A^3", "dipole": "me*A", "charges": "me"}
     print(f"{args.checkpoint} on {args.data} ({len(data)} structures)")
     print("| quantity | MAE | RMSE | unit |\n|---|---|---|---|")
     for name, unit in units.items():
         if f"{name}_mae" in metrics:
             print(f"| {name} | {1000 * metrics[f'{name}_mae']:.3f} | "
                   f"{1000 * metrics[f'{name}_rmse']:.3f} | {unit} |")
+    if "dipole_mae" in metrics:  # per component; 1 e*A = 4.803 D
+        from ase import units as ase_units
+
+        debye = 1.0 / ase_units.Debye
+        print(f"| dipole (Debye) | {metrics['dipole_mae'] * debye:.4f} | "
+              f"{metrics['dipole_rmse'] * debye:.4f} | D |")
     if "per_temperature" in metrics:
         print("\nper temperature (md_temperature), MAE (RMSE):")
         shown = [(n, u) for n, u in units.items() if f"{n}_mae" in metrics]

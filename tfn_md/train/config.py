@@ -16,7 +16,9 @@
     energy = 1.0
     forces = 10.0
     stress = 0.0
-    vectors = { dipole = 0.0 }
+    vectors = { dipole = 0.0 }    # a potential with a dipole head (model.dipole) fits its
+                                  # dipole sum_i q_i r_i + v_i; else the sum of the vectors
+    charges = 0.0                 # atomic charges (e), needs model.dipole = true
 
     [optim]
     lr = 5e-3
@@ -62,6 +64,7 @@ class LossSection:
     forces: float = 10.0
     stress: float = 0.0
     vectors: dict[str, float] = field(default_factory=dict)
+    charges: float = 0.0  # atomic charges (model.dipole)
     energy_nll: float = 0.0  # Gaussian NLL of the heads' spread (model.energy_heads > 1)
 
 
@@ -119,6 +122,10 @@ class TrainConfig:
             init = cfg.run.init  # a path relative to the file, or a shipped potential's name
             if init and not Path(init).is_absolute() and (base_dir / init).exists():
                 cfg.run.init = str(base_dir / init)
+        dipole_head = bool(cfg.model.get("dipole", False))
+        if cfg.loss.charges > 0 and not dipole_head:
+            raise ValueError(f"loss.charges = {cfg.loss.charges} needs model.dipole = true "
+                             "(the charge readout is what it trains)")
         if cfg.loss.energy_nll > 0 and int(cfg.model.get("energy_heads", 1)) < 2:
             raise ValueError(f"loss.energy_nll = {cfg.loss.energy_nll} needs model.energy_heads "
                              ">= 2 (the spread of the heads is what it trains)")
@@ -204,7 +211,7 @@ _CHECKS = {
     "data": {"train": _text, "valid": _text, "test": _text, "valid_fraction": _fraction(True),
              "batch_size": _int(1), "num_workers": _int(0)},
     "loss": {"energy": _real(0.0), "forces": _real(0.0), "stress": _real(0.0),
-             "vectors": _weights, "energy_nll": _real(0.0)},
+             "vectors": _weights, "charges": _real(0.0), "energy_nll": _real(0.0)},
     "optim": {"lr": _real(0.0, strict=True), "weight_decay": _real(0.0), "epochs": _int(1),
               "schedule": _choice("plateau", "cosine"), "patience": _int(0),
               "factor": _real(0.0, strict=True, maximum=1.0), "min_lr": _real(0.0),

@@ -8,7 +8,9 @@ says they have it. Its residuals r, one row of ``components`` numbers per labell
     forces   F_i - F*_i                  per atom, 3 components
     stress   S_b - S*_b                  per structure, 9 components (3 x 3)
     <vector> v - v*                      per atom [N, 3], or per structure [B, 3] with v the
-                                         sum of the model's per-atom vectors
+                                         sum of the model's per-atom vectors; ``dipole`` of a
+                                         model with a dipole head: its dipole mu [B, 3]
+    charges  q_i - q*_i                  per atom, 1 component (model.dipole)
 
 The loss of a batch is  sum_t w_t sum |r_t|^2 / (components_t * count_t)  (counts over all
 processes under data parallelism); the validation loss is the same sum with the
@@ -42,6 +44,7 @@ def terms(weights) -> list[Term]:
         Term(keys.STRESS, weights.stress, 9, "stress"),
     ]
     table += [Term(name, w, 3, name) for name, w in weights.vectors.items()]
+    table.append(Term(keys.CHARGES, getattr(weights, "charges", 0.0), 1, "charges"))
     return [t for t in table if t.weight > 0]
 
 
@@ -54,6 +57,10 @@ def residuals(term: Term, out: dict, targets: dict, graph) -> torch.Tensor:
         diff = (out[keys.ENERGY] - label) / n_atoms
     elif term.name in (keys.FORCES, keys.STRESS):
         diff = out[term.name] - label
+    elif term.name == keys.CHARGES:
+        diff = out[keys.CHARGES] - label
+    elif term.name == keys.DIPOLE and keys.DIPOLE in out:  # the dipole head's mu [B, 3]
+        diff = out[keys.DIPOLE] - label
     else:  # a vector label: per atom, or per structure (sum over its atoms)
         pred = out[keys.VECTORS]
         if term.name not in targets.per_atom:

@@ -98,7 +98,8 @@ def batch_loss(model, graph, targets, weights, training=True, global_counts=None
 def evaluate_model(model, loader, device="cpu", vectors=()) -> dict:
     """MAE and RMSE (per component) of every term of :mod:`tfn_md.train.losses` present in
     the data: energy per atom (eV/atom), forces (eV/A), stress (eV/A^3), the vector labels
-    ``vectors``; and energy per structure (eV)."""
+    ``vectors`` (the dipole of a model with a dipole head, e*A), atomic charges (e) where
+    the loader loads them; and energy per structure (eV)."""
     sums: dict[str, list[float]] = {}
 
     def add(name, diff):
@@ -109,14 +110,15 @@ def evaluate_model(model, loader, device="cpu", vectors=()) -> dict:
         s[2] += d.numel()
 
     table = [Term(keys.ENERGY, 1.0, 1, "energy_per_atom"), Term(keys.FORCES, 1.0, 3, "forces"),
-             Term(keys.STRESS, 1.0, 9, "stress")] + [Term(v, 1.0, 3, v) for v in vectors]
+             Term(keys.STRESS, 1.0, 9, "stress"), Term(keys.CHARGES, 1.0, 1, "charges")
+             ] + [Term(v, 1.0, 3, v) for v in vectors]
     dtype = model.e0.dtype
     for graph, t in loader:
         graph = graph.to(device, dtype)
         t = t.to(device, dtype)
         stress = keys.STRESS in t and bool(t[f"{keys.STRESS}_mask"].any())
         out = compute_response(model, graph, forces=True, stress=stress,
-                               energy_only=not any(v in t for v in vectors))
+                               energy_only=not any(v in t for v in (*vectors, keys.CHARGES)))
         for term in table:
             if term.name in t and (term.name != keys.STRESS or stress):
                 add(term.metric, residuals(term, out, t, graph))
@@ -217,8 +219,9 @@ class Trainer:
             check_species(model_kwargs["species"], data)
         cutoff = model_kwargs.setdefault("cutoff", 5.0)
         vkeys = list(cfg.loss.vectors)
-        self.train_set = GraphDataset(cfg.data.train, cutoff, train_idx, vkeys)
-        self.valid_set = GraphDataset(self.valid_path, cutoff, valid_idx, vkeys)
+        charges = cfg.loss.charges > 0
+        self.train_set = GraphDataset(cfg.data.train, cutoff, train_idx, vkeys, charges)
+        self.valid_set = GraphDataset(self.valid_path, cutoff, valid_idx, vkeys, charges)
         labels = [t.name for t in terms(cfg.loss)]
         check_labels(h5, train_idx, labels)
         check_labels(valid_h5, self.valid_set.indices, labels)

@@ -1,0 +1,103 @@
+"""Charges and dipoles (``TFNConfig.dipole``): equivariance, the total charge, ASE's API."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.calculator import PropertyNotImplementedError
+
+from tests.helpers import ethanol, make_model, random_rotation_np
+from tfn_md import TFNCalculator
+
+
+def dipole_model(dtype=torch.float64, seed=0):
+    model = make_model(dtype=dtype, seed=seed, dipole=True)
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model.charge_readout.weight.normal_(0.0, 1.0)  # charges well away from zero
+        model.charge_bias.normal_(0.0, 0.5)
+    return model
+
+
+def results(model, atoms, dtype=torch.float64):
+    atoms = atoms.copy()
+    atoms.calc = TFNCalculator(model, dtype=dtype)
+    return atoms.get_dipole_moment(), atoms.get_charges()
+
+
+def test_dipole_rotates_translates_and_permutes_as_a_vector():
+    model = dipole_model()
+    atoms = ethanol()
+    atoms.rattle(0.1, seed=3)
+    mu, q = results(model, atoms)
+    assert np.linalg.norm(mu) > 0.1 and np.abs(q).max() > 0.05
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        rotation = random_rotation_np(rng)
+        moved = atoms.copy()
+        moved.positions = atoms.positions @ rotation.T + rng.normal(0.0, 5.0, 3)
+        mu_r, q_r = results(model, moved)
+        assert np.linalg.norm(mu_r - rotation @ mu) <= 1e-6 * np.linalg.norm(mu)
+        assert np.allclose(q_r, q, atol=1e-12)
+    order = rng.permutation(len(atoms))
+    mu_p, q_p = results(model, atoms[order])
+    assert np.allclose(mu_p, mu, atol=1e-12) and np.allclose(q_p, q[order], atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("charge", [None, 0, 1, -2])
+def test_charges_sum_to_the_total_charge(dtype, tol, charge):
+    atoms = ethanol()
+    if charge is not None:
+        atoms.info["charge"] = charge
+    _, q = results(dipole_model(dtype), atoms, dtype)
+    assert abs(q.sum() - (charge or 0)) < tol
+
+
+def test_charged_dipole_depends_on_the_origin_as_physics_says():
+    """mu(r + t) = mu(r) + Q t for a structure of total charge Q."""
+    atoms = ethanol()
+    atoms.info["charge"] = 1
+    model = dipole_model()
+    mu, _ = results(model, atoms)
+    shift = np.array([1.0, -2.0, 0.5])
+    atoms.positions += shift
+    assert np.allclose(results(model, atoms)[0], mu + shift, atol=1e-10)
+
+
+def test_dipole_through_ase_infrared(tmp_path):
+    """ase.vibrations.Infrared runs with the calculator (dipole derivatives)."""
+    from ase.vibrations import Infrared
+
+    atoms = ethanol()
+    atoms.calc = TFNCalculator(dipole_model(), dtype=torch.float64)
+    ir = Infrared(atoms, name=str(tmp_path / "ir"), delta=0.01)
+    ir.run()
+    ir.read()
+    intensities = ir.intensities
+    assert len(intensities) == 3 * len(atoms) and np.isfinite(intensities).all()
+    assert intensities.max() > 0
+
+
+def test_without_a_dipole_head_or_periodic_a_clear_error():
+    atoms = ethanol()
+    atoms.calc = TFNCalculator(make_model(), dtype=torch.float64)
+    with pytest.raises(PropertyNotImplementedError, match="dipole head"):
+        atoms.get_dipole_moment()
+    with pytest.raises(PropertyNotImplementedError, match="dipole head"):
+        atoms.get_charges()
+    cu = bulk("Cu", cubic=True)
+    cu.calc = TFNCalculator(make_model(species=["Cu"], dipole=True), dtype=torch.float64)
+    assert abs(cu.get_charges().sum()) < 1e-10
+    with pytest.raises(PropertyNotImplementedError, match="periodic"):
+        cu.get_dipole_moment()
+    with pytest.raises(ValueError, match="dipole=True needs l = 1"):
+        make_model(dipole=True, readout_l_max=0)
+
+
+def test_shipped_potentials_still_load_and_say_they_have_no_dipole():
+    atoms = ethanol()
+    atoms.calc = TFNCalculator("ethanol-gfn2", compile=False)
+    assert np.isfinite(atoms.get_potential_energy())
+    with pytest.raises(PropertyNotImplementedError, match="dipole head"):
+        atoms.get_dipole_moment()
