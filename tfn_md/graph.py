@@ -32,6 +32,7 @@ __all__ = [
     "check_atoms",
     "collate",
     "neighbour_list",
+    "total_charge",
 ]
 
 MIN_DISTANCE = 1e-6  # Angstrom: closer pairs are an input error
@@ -260,11 +261,11 @@ def atoms_to_graph(
         edge_index=torch.as_tensor(np.stack([i, j]), dtype=torch.int64, device=device),
         shifts=torch.as_tensor(s, dtype=dtype, device=device),
         n_graphs=1,
-        charge=_total_charge(atoms, dtype, device),
+        charge=total_charge(atoms, dtype, device),
     )
 
 
-def _total_charge(atoms: Atoms, dtype, device) -> Tensor | None:
+def total_charge(atoms: Atoms, dtype=torch.float64, device=None) -> Tensor | None:
     """``atoms.info["charge"]`` (ASE's place for a structure's total charge, e) as [1]."""
     charge = atoms.info.get("charge")
     if charge is None:

@@ -51,10 +51,25 @@ from .nn.repulsion import wall_pair_energy, zbl_pair_energy
 from .receptive import ReceptiveField
 from .so3 import l2_to_matrix, spherical_harmonics
 
-__all__ = ["TFN", "TFNConfig"]
+__all__ = ["TFN", "TFNConfig", "neutral_charges_and_dipole"]
 
 # real basis (y, z, x) of l = 1 -> Cartesian (x, y, z)
 L1_TO_XYZ = [2, 0, 1]
+
+
+def neutral_charges_and_dipole(raw: Tensor, vectors: Tensor, positions: Tensor, batch: Tensor,
+                               n_graphs: int, charge: Tensor | None) -> tuple[Tensor, Tensor]:
+    """q_i = q~_i - (sum_{j in b} q~_j - Q_b) / N_b [n] and mu_b = sum_{i in b} q_i r_i + v_i
+    [n_graphs, 3] from raw charges q~ [n] (any constant shift per structure gives the same
+    q), per-atom vectors v [n, 3], positions r [n, 3], ``batch`` [n] and the total charges
+    Q [n_graphs] (None: 0)."""
+    counts = torch.bincount(batch, minlength=n_graphs).clamp(min=1).to(raw.dtype)
+    excess = raw.new_zeros(n_graphs).index_add_(0, batch, raw)
+    if charge is not None:
+        excess = excess - charge.to(raw.dtype)
+    q = raw - (excess / counts)[batch]
+    per_atom = q[:, None] * positions + vectors  # [n, 3]
+    return q, per_atom.new_zeros(n_graphs, 3).index_add_(0, batch, per_atom)
 
 
 @dataclass
@@ -423,14 +438,8 @@ class TFN(nn.Module):
         features measured from the isolated atom's [n, c], the l = 1 readout v [n, 3] and
         the species indices [n] (module docstring)."""
         raw = self.charge_readout(scalars).squeeze(-1) + self.charge_bias[species]  # [n]
-        batch, n_graphs = graph.batch, graph.n_graphs
-        counts = torch.bincount(batch, minlength=n_graphs).clamp(min=1).to(raw.dtype)
-        excess = raw.new_zeros(n_graphs).index_add_(0, batch, raw)
-        if graph.charge is not None:
-            excess = excess - graph.charge.to(raw.dtype)
-        q = raw - (excess / counts)[batch]
-        per_atom = q[:, None] * graph.positions + vectors  # [n, 3]
-        mu = per_atom.new_zeros(n_graphs, 3).index_add_(0, batch, per_atom)
+        q, mu = neutral_charges_and_dipole(raw, vectors, graph.positions, graph.batch,
+                                           graph.n_graphs, graph.charge)
         return {keys.CHARGES: q, keys.DIPOLE: mu}
 
     def forward(self, graph: Graph, energy_only: bool = False, species: Tensor | None = None,

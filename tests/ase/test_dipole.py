@@ -101,3 +101,27 @@ def test_shipped_potentials_still_load_and_say_they_have_no_dipole():
     assert np.isfinite(atoms.get_potential_energy())
     with pytest.raises(PropertyNotImplementedError, match="dipole head"):
         atoms.get_dipole_moment()
+
+
+def test_compiled_program_gives_the_eager_dipole_and_charges(compiler):
+    """The compiled whole program returns the charges and the l = 1 readout; the engine
+    corrects the charges over the real atoms (not the padding): the eager numbers, for a
+    neutral and a charged molecule, at every call of an MD-like sequence."""
+    from tfn_md.inference.engine import Engine
+
+    model = dipole_model()
+    compiled = Engine(model, dtype=torch.float64, compile=True)
+    eager = Engine(model, dtype=torch.float64, compile=False)
+    atoms = ethanol()
+    for charge in (None, 1):
+        if charge is not None:
+            atoms.info["charge"] = charge
+        for k in range(3):
+            atoms.rattle(0.01, seed=k)
+            a = compiled(atoms, ("energy", "forces"))
+            b = eager(atoms, ("energy", "forces", "dipole"))
+            assert np.allclose(a["dipole"], b["dipole"], atol=1e-9)
+            assert np.allclose(a["charges"], b["charges"], atol=1e-9)
+            assert np.allclose(a["forces"], b["forces"], atol=1e-9)
+            assert abs(a["charges"].sum() - (charge or 0)) < 1e-10
+    assert compiled.compiled.n_programs == 1

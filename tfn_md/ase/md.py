@@ -3,7 +3,10 @@
 ``run_md`` runs one of the ensembles of :mod:`tfn_md.ase.ensembles` (NVE, Langevin, Bussi
 and Nose-Hoover chain NVT, isotropic and full-cell MTK NPT) and writes, every
 ``interval`` steps, a trajectory frame (``.traj`` for ASE, ``ase gui``, OVITO; ``.xyz``
-writes extended XYZ for VMD and others) and a row of the log beside it. Frames are
+writes extended XYZ for VMD and others) and a row of the log beside it. Frames of
+non-periodic systems carry the dipole (``atoms.get_dipole_moment()`` after ``ase.io.read``)
+where the calculator has one (a potential with a dipole head, GFN2-xTB), the input of
+``tfn-md spectrum``. Frames are
 written as they come, so a killed run keeps what it wrote; :func:`read_restart` and
 ``run_md(..., start_step=...)`` continue it from its last frame with no frame lost and
 none repeated. ``relax`` runs BFGS on the atoms (and the cell with ``cell=True``, through
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms, units
+from ase.calculators.calculator import PropertyNotImplementedError
 from ase.io import Trajectory, read, write
 
 from ..atomic import write_text_atomic
@@ -124,8 +128,15 @@ def run_md(atoms: Atoms, steps: int, temperature: float = 300.0, timestep: float
                            + (f", P {pressure or 0.0} GPa" if ensemble.startswith("npt") else "")
                            + "\n# " + " ".join(columns) + "\n")
 
+    dipole = {"on": not atoms.pbc.any()}  # frames carry the dipole where the calculator has one
+
     def record():
         step = start_step + dyn.nsteps
+        if dipole["on"]:
+            try:
+                atoms.get_dipole_moment()  # into the calculator's results: the frame keeps it
+            except PropertyNotImplementedError:
+                dipole["on"] = False
         row = [step, step * timestep / 1000.0, atoms.get_temperature(),
                atoms.get_potential_energy(), atoms.get_total_energy()]
         if has_conserved:

@@ -77,9 +77,10 @@ class _Inputs:
 
 
 class CompiledResponse:
-    """Compiled energy-only responses of ``model`` (an inference copy: frozen weights,
-    radial tables set): ``programs[(padded atoms, stress)][edge capacity]``. ``isolated``: the
-    model's isolated-atom features for energy-only calls [S, c, 1]. A bucket is compiled at
+    """Compiled responses of ``model`` (an inference copy: frozen weights, radial tables
+    set): ``programs[(padded atoms, stress)][edge capacity]``. ``isolated``: the model's
+    isolated-atom features [S, c, 1] for energy-only calls, [S, c, D] for a model with a
+    dipole head (its programs also return the charges and the l = 1 readout). A bucket is compiled at
     its ``after + 1``-th call (earlier calls return None: the caller runs eagerly; None:
     ``COMPILE_AFTER``)."""
 
@@ -124,10 +125,14 @@ class CompiledResponse:
         out[keys.ENERGY] = out[keys.ENERGIES].sum()[None]
         if stress:
             out[keys.STRESS] = rest.pop(0)
-        if rest and self.model.config.llpr:  # the energy uncertainty's readout inputs [n, c]
-            out[keys.READOUT_INPUTS] = rest[0][:n]
-        elif rest:  # energy heads: per atom [n_pad, K] -> [1, K]
-            out[keys.ENERGY_HEADS] = rest[0][:n].sum(0, keepdim=True)
+        config = self.model.config
+        if config.llpr:  # the energy uncertainty's readout inputs [n, c]
+            out[keys.READOUT_INPUTS] = rest.pop(0)[:n]
+        elif config.energy_heads > 1:  # energy heads: per atom [n_pad, K] -> [1, K]
+            out[keys.ENERGY_HEADS] = rest.pop(0)[:n].sum(0, keepdim=True)
+        if config.dipole:  # charges (neutral over real and padding atoms: the caller
+            # corrects them over the real ones) [n] and the l = 1 readout [n, 3]
+            out[keys.CHARGES], out[keys.VECTORS] = rest[0][:n], rest[1][:n]
         return out
 
     @property
@@ -175,13 +180,16 @@ class CompiledResponse:
             graph = Graph(numbers=numbers, positions=positions, cell=cell,
                           batch=torch.zeros_like(numbers), edge_index=edge_index,
                           shifts=shifts)
+            dipole = model.config.dipole
             out = compute_response(model, graph, forces=True, stress=stress,
-                                   energy_only=True, species=species, isolated=isolated)
+                                   energy_only=not dipole, species=species, isolated=isolated)
             result = (out[keys.ENERGIES], out[keys.FORCES])
             result += (out[keys.STRESS],) if stress else ()
             if model.config.llpr:  # what the energy uncertainty needs, and no more
-                return result + (out[keys.READOUT_INPUTS],)
-            return result + ((out[keys.ENERGIES_HEADS],) if keys.ENERGIES_HEADS in out else ())
+                result += (out[keys.READOUT_INPUTS],)
+            elif keys.ENERGIES_HEADS in out:
+                result += (out[keys.ENERGIES_HEADS],)
+            return result + ((out[keys.CHARGES], out[keys.VECTORS]) if dipole else ())
 
         return response
 

@@ -33,8 +33,8 @@ from ase.calculators.calculator import PropertyNotImplementedError
 
 from .. import keys
 from ..checkpoint import load_potential
-from ..graph import VerletList, atoms_to_graph
-from ..model import TFN
+from ..graph import VerletList, atoms_to_graph, total_charge
+from ..model import TFN, neutral_charges_and_dipole
 from ..validation import check_bool, check_device, check_dtype, check_real, fail
 from . import compiled
 from .chunks import compiled_chunk
@@ -86,9 +86,6 @@ class Engine:
     ``exact``), ``device``, ``dtype``, ``neighbours`` (the Verlet list, None without a
     cutoff), ``compiled`` (the whole-program path, None where it cannot serve)."""
 
-    #: properties only the eager path computes (the compiled program returns energies,
-    #: forces and stress): asking for any of them runs the whole model eagerly
-    EAGER_ONLY = frozenset({keys.VECTORS, keys.DIPOLE, keys.CHARGES})
 
     def __init__(self, potential, device: str = "cpu", dtype=None, skin: float = 0.5,
                  compile: bool | str = "auto", exact: bool = False):
@@ -107,6 +104,9 @@ class Engine:
         self.heads = self.model.config.energy_heads > 1
         self.uncertain = self.heads or self.model.config.llpr  # has energy_spread
         self.dipole = self.model.config.dipole  # has charges and a dipole
+        # asking for the per-atom vectors (l = 1 readout) runs the model whole and eagerly,
+        # except with a dipole head: then every call computes them, the compiled one too
+        self.eager_only = frozenset() if self.dipole else frozenset({keys.VECTORS})
         # sigma_E = sqrt(f^T C f) of one structure, in NumPy: a few microseconds where
         # torch's eager operations would add a tenth of a compiled call
         self._covariance = (self.model.readout_covariance.detach().cpu().double().numpy()
@@ -124,7 +124,7 @@ class Engine:
         vanishing = self.model.tabulated or self.model.config.basis == "bessel"
         if compile and per_species and cutoff is not None and vanishing:
             self.compiled = compiled.CompiledResponse(
-                self.model, self._isolated[True], 0 if compile is True else None)
+                self.model, self._isolated[not self.dipole], 0 if compile is True else None)
         self._species = (None, None)  # (atomic numbers, checked species indices)
         # "auto": eager calls of graphs too large for one program, until their chunk
         # kernels get compiled (None: not counting)
@@ -148,7 +148,7 @@ class Engine:
         large graphs (``compile="auto"``) and compiles their chunks when they are many."""
         if self.heads and keys.FORCES_SPREAD in properties:
             return "ensemble"
-        if (self.compiled is not None and not self.EAGER_ONLY & set(properties)
+        if (self.compiled is not None and not self.eager_only & set(properties)
                 and n_edges <= compiled.MAX_EDGES):
             return "program"
         if self._large_calls is not None and n_edges > compiled.MAX_EDGES:
@@ -198,8 +198,15 @@ class Engine:
         elif route == "program":
             out = self.compiled(atoms.numbers, species, atoms.positions, atoms.cell.array,
                                 pairs, periodic)
+            if out is not None and self.dipole:  # charges corrected over the real atoms
+                q = out[keys.CHARGES]
+                out[keys.CHARGES], out[keys.DIPOLE] = neutral_charges_and_dipole(
+                    q, out[keys.VECTORS], torch.as_tensor(atoms.positions, dtype=q.dtype,
+                                                          device=q.device),
+                    torch.zeros(len(q), dtype=torch.int64, device=q.device), 1,
+                    total_charge(atoms, q.dtype, q.device))
         if out is None:
-            energy_only = not self.EAGER_ONLY & set(properties)
+            energy_only = not (self.dipole or self.eager_only & set(properties))
             graph = atoms_to_graph(atoms, self.model.cutoff, self.dtype, self.device, pairs)
             out = compute_response(self.model, graph, forces=True, stress=periodic,
                                    energy_only=energy_only, species=species,
