@@ -104,7 +104,8 @@ def test_shipped_potentials_still_load_and_say_they_have_no_dipole():
 
 
 def test_compiled_program_gives_the_eager_dipole_and_charges(compiler):
-    """The compiled whole program returns the charges and the l = 1 readout; the engine
+    """Where charges or the dipole are asked for, a compiled program that also returns the
+    charges and the l = 1 readout runs (other calls run the energy-only one); the engine
     corrects the charges over the real atoms (not the padding): the eager numbers, for a
     neutral and a charged molecule, at every call of an MD-like sequence."""
     from tfn_md.inference.engine import Engine
@@ -118,10 +119,13 @@ def test_compiled_program_gives_the_eager_dipole_and_charges(compiler):
             atoms.info["charge"] = charge
         for k in range(3):
             atoms.rattle(0.01, seed=k)
-            a = compiled(atoms, ("energy", "forces"))
+            plain = compiled(atoms, ("energy", "forces"))  # MD steps: no dipole, its cost
+            assert "dipole" not in plain and "charges" not in plain
+            a = compiled(atoms, ("energy", "forces", "dipole"))
             b = eager(atoms, ("energy", "forces", "dipole"))
+            assert np.allclose(plain["forces"], b["forces"], atol=1e-9)
             assert np.allclose(a["dipole"], b["dipole"], atol=1e-9)
             assert np.allclose(a["charges"], b["charges"], atol=1e-9)
             assert np.allclose(a["forces"], b["forces"], atol=1e-9)
             assert abs(a["charges"].sum() - (charge or 0)) < 1e-10
-    assert compiled.compiled.n_programs == 1
+    assert compiled.compiled.n_programs == 1 and compiled.compiled_dipole.n_programs == 1

@@ -84,7 +84,13 @@ class Engine:
 
     Attributes: ``model`` (an inference copy: frozen weights, radial tables unless
     ``exact``), ``device``, ``dtype``, ``neighbours`` (the Verlet list, None without a
-    cutoff), ``compiled`` (the whole-program path, None where it cannot serve)."""
+    cutoff), ``compiled`` (the whole-program path, None where it cannot serve;
+    ``compiled_dipole`` the same with charges and dipole, for potentials with a dipole
+    head)."""
+
+    #: what needs the whole last layer (its l = 1 outputs); asked for alone by
+    #: ``atoms.get_dipole_moment()``, ``get_charges()``: MD asks only at its frames
+    FULL = frozenset({keys.DIPOLE, keys.CHARGES, keys.VECTORS})
 
 
     def __init__(self, potential, device: str = "cpu", dtype=None, skin: float = 0.5,
@@ -104,9 +110,6 @@ class Engine:
         self.heads = self.model.config.energy_heads > 1
         self.uncertain = self.heads or self.model.config.llpr  # has energy_spread
         self.dipole = self.model.config.dipole  # has charges and a dipole
-        # asking for the per-atom vectors (l = 1 readout) runs the model whole and eagerly,
-        # except with a dipole head: then every call computes them, the compiled one too
-        self.eager_only = frozenset() if self.dipole else frozenset({keys.VECTORS})
         # sigma_E = sqrt(f^T C f) of one structure, in NumPy: a few microseconds where
         # torch's eager operations would add a tenth of a compiled call
         self._covariance = (self.model.readout_covariance.detach().cpu().double().numpy()
@@ -122,9 +125,13 @@ class Engine:
         # the compiled program pads with edges beyond the cutoff: their radial functions
         # must vanish there (tables, or the Bessel basis with its envelope)
         vanishing = self.model.tabulated or self.model.config.basis == "bessel"
+        self.compiled_dipole = None  # programs that also return charges and the dipole
         if compile and per_species and cutoff is not None and vanishing:
-            self.compiled = compiled.CompiledResponse(
-                self.model, self._isolated[not self.dipole], 0 if compile is True else None)
+            after = 0 if compile is True else None
+            self.compiled = compiled.CompiledResponse(self.model, self._isolated[True], after)
+            if self.dipole:
+                self.compiled_dipole = compiled.CompiledResponse(
+                    self.model, self._isolated[False], after, dipole=True)
         self._species = (None, None)  # (atomic numbers, checked species indices)
         # "auto": eager calls of graphs too large for one program, until their chunk
         # kernels get compiled (None: not counting)
@@ -148,7 +155,7 @@ class Engine:
         large graphs (``compile="auto"``) and compiles their chunks when they are many."""
         if self.heads and keys.FORCES_SPREAD in properties:
             return "ensemble"
-        if (self.compiled is not None and not self.eager_only & set(properties)
+        if (self.compiled is not None and (keys.VECTORS not in properties or self.dipole)
                 and n_edges <= compiled.MAX_EDGES):
             return "program"
         if self._large_calls is not None and n_edges > compiled.MAX_EDGES:
@@ -195,10 +202,14 @@ class Engine:
             graph = atoms_to_graph(atoms, self.model.cutoff, self.dtype, self.device, pairs)
             out = ensemble_response(self.model, graph, stress=periodic, species=species,
                                     isolated=self._isolated[True])
-        elif route == "program":
-            out = self.compiled(atoms.numbers, species, atoms.positions, atoms.cell.array,
-                                pairs, periodic)
-            if out is not None and self.dipole:  # charges corrected over the real atoms
+        # charges and the dipole only where asked: they need the last layer's l = 1
+        # outputs (about twice the cost of an energy-only call)
+        full = self.dipole and bool(self.FULL & set(properties))
+        if route == "program":
+            program = self.compiled_dipole if full else self.compiled
+            out = program(atoms.numbers, species, atoms.positions, atoms.cell.array, pairs,
+                          periodic)
+            if out is not None and full:  # charges corrected over the real atoms
                 q = out[keys.CHARGES]
                 out[keys.CHARGES], out[keys.DIPOLE] = neutral_charges_and_dipole(
                     q, out[keys.VECTORS], torch.as_tensor(atoms.positions, dtype=q.dtype,
@@ -206,7 +217,7 @@ class Engine:
                     torch.zeros(len(q), dtype=torch.int64, device=q.device), 1,
                     total_charge(atoms, q.dtype, q.device))
         if out is None:
-            energy_only = not (self.dipole or self.eager_only & set(properties))
+            energy_only = not (full or keys.VECTORS in properties)
             graph = atoms_to_graph(atoms, self.model.cutoff, self.dtype, self.device, pairs)
             out = compute_response(self.model, graph, forces=True, stress=periodic,
                                    energy_only=energy_only, species=species,
