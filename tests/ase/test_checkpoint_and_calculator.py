@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ethanol, make_model
+from tests.helpers import ethanol, make_model, triclinic_cu
 from tfn_md import TFN, TFNCalculator, load_potential, save_potential
 
 
@@ -58,17 +58,29 @@ def test_vectors_property():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("system", ["ethanol", "cu"])
 @pytest.mark.parametrize("options", [{"exact": True, "compile": False}, {"compile": False},
-                                     {"compile": True}], ids=["exact", "tables", "compiled"])
-def test_cuda_matches_cpu(options):
-    """Every inference path on the GPU (float64) against the CPU's exact path."""
-    model = make_model()
-    atoms = ethanol()
-    atoms.calc = TFNCalculator(model, device="cuda", **options)
+                                     {"compile": True}, {"compile": False, "chunks": True}],
+                         ids=["exact", "tables", "compiled", "chunks"])
+def test_cuda_matches_cpu(options, system):
+    """Every inference path on the GPU (float64) against the same path on the CPU (the
+    chunks against the CPU's eager tables, the same arithmetic): energies, forces and
+    (periodic Cu) stress."""
+    options = dict(options)
+    chunks = options.pop("chunks", False)
+    model = make_model(species=["Cu"]) if system == "cu" else make_model()
+    atoms = triclinic_cu((2, 2, 2)) if system == "cu" else ethanol()
+    gpu = TFNCalculator(model, device="cuda", **options)
+    if chunks:
+        gpu.engine._compile_chunks()  # the compiled edge-kernel chunks of large systems
+    atoms.calc = gpu
     e_gpu, f_gpu = atoms.get_potential_energy(), atoms.get_forces()
+    s_gpu = atoms.get_stress() if system == "cu" else None
     atoms.calc = TFNCalculator(model, **options)
-    assert abs(atoms.get_potential_energy() - e_gpu) < 1e-10
-    assert np.abs(atoms.get_forces() - f_gpu).max() < 1e-10
+    assert abs(atoms.get_potential_energy() - e_gpu) < 1e-9
+    assert np.abs(atoms.get_forces() - f_gpu).max() < 1e-9
+    if s_gpu is not None:
+        assert np.abs(atoms.get_stress() - s_gpu).max() < 1e-9
 
 
 def test_cli_help_and_version():
