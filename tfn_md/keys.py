@@ -15,6 +15,7 @@ VECTORS: Final[str] = "vectors"  # per-atom l=1 readout [n_atoms, 3]
 TENSORS: Final[str] = "tensors"  # per-atom l=0+l=2 readout, symmetric [n_atoms, 3, 3]
 DIPOLE: Final[str] = "dipole"  # per-structure vector [3]
 CHARGES: Final[str] = "charges"  # per-atom charges [n] (e)
+ATOM_DIPOLES: Final[str] = "atom_dipoles"  # per-atom dipoles of a dipole head [n, 3] (e*A)
 # uncertainty (tfn_md.inference.uncertainty): shallow ensemble (TFNConfig.energy_heads =
 # K > 1) and the energy's prediction rigidity (TFNConfig.llpr)
 ENERGIES_HEADS: Final[str] = "energies_heads"  # per-atom energy of each head [n_atoms, K]

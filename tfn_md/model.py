@@ -11,11 +11,15 @@ With a dipole head (``TFNConfig.dipole``), per structure b of total charge Q_b:
 
     q~_i       = w_q · (x^(last)_{i,l=0} - x_{isolated,l=0}) + chi[Z_i]   [n]   (e)
     q_i        = q~_i - (sum_{j in b} q~_j - Q_b) / N_b           [n]   sum_{i in b} q_i = Q_b
-    mu_b       = sum_{i in b} (q_i r_i + v_i)                     [n_graphs, 3]  (e*A)
+    p_i        = w_p · x^(last-1)_{i,l=1}  (Cartesian)            [n, 3]  (e*A)
+    mu_b       = sum_{i in b} (q_i r_i + p_i)                     [n_graphs, 3]  (e*A)
 
 with chi a learned value per species (its electronegativity, in effect), so the dipole
 of a neutral molecule does not depend on the origin of r, and mu rotates as a vector
-(q_i are invariant, v_i the l = 1 readout). Q_b is ``Graph.charge``
+(q_i are invariant, p_i are vectors). The atomic dipoles p_i read the l = 1 features that
+enter the last layer, not those it puts out: the energy needs only the last layer's l = 0
+outputs, and its l = 1 outputs would double the cost of a call (ethanol-gfn2), while
+these are computed anyway (and fit GFN2-xTB's dipoles as well, 8.2 against 8.2 me*A). Q_b is ``Graph.charge``
 (``atoms.info["charge"]``), 0 where not given.
 
 E_i is measured from the readout of the same species without neighbours, so an
@@ -97,8 +101,9 @@ class TFNConfig:
       of its training data, and adds a repulsive wall inside it
       (:func:`tfn_md.nn.repulsion.wall_pair_energy`; zero on every training structure).
       Set by :meth:`TFN.set_wall_radius`.
-    dipole: a charge readout beside the l = 1 one: atomic charges (summing to the
-      structure's charge) and the dipole mu = sum_i q_i r_i + v_i (module docstring).
+    dipole: a charge readout and an atomic-dipole readout: atomic charges (summing to the
+      structure's charge) and the dipole mu = sum_i q_i r_i + p_i (module docstring),
+      with every call, at the cost of two linear readouts.
     """
 
     species: list[str]
@@ -136,9 +141,9 @@ class TFNConfig:
         check_real("avg_num_neighbors", self.avg_num_neighbors, 0.0, strict=True)
         for name in ("residual", "zbl", "last_nonlinearity", "llpr", "wall", "dipole"):
             check_bool(name, getattr(self, name))
-        if self.dipole and min(self.l_max, self.readout_l_max) < 1:
-            raise ValueError("dipole=True needs l = 1 features in the last layer: l_max >= 1 "
-                             f"and readout_l_max >= 1 (got {self.l_max}, {self.readout_l_max})")
+        if self.dipole and (self.l_max < 1 or self.layers < 2):
+            raise ValueError("dipole=True needs l = 1 features entering the last layer: "
+                             f"l_max >= 1 and layers >= 2 (got {self.l_max}, {self.layers})")
         low_high = list(self.gaussian_range) if hasattr(self.gaussian_range, "__len__") else []
         if len(low_high) != 2 or check_real("gaussian_range[0]", low_high[0], 0.0) >= check_real(
             "gaussian_range[1]", low_high[1], 0.0
@@ -194,6 +199,7 @@ class TFN(nn.Module):
         self.charge_readout = nn.Linear(c, 1, bias=False) if cfg.dipole else None
         if cfg.dipole:
             self.charge_bias = nn.Parameter(torch.zeros(n_species))  # chi [S], e
+            self.dipole_readout = nn.Linear(c, 1, bias=False)  # w_p
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("shift", torch.tensor(0.0))
         self.register_buffer("e0", torch.zeros(n_species))
@@ -277,12 +283,13 @@ class TFN(nn.Module):
         return Edges(edge_index, length, sh, basis, envelope)
 
     def _interactions(self, x: Tensor, edges: Edges | list[Edges], scalars_only: bool = False,
-                      field: ReceptiveField | None = None) -> Tensor:
+                      field: ReceptiveField | None = None, inputs: list | None = None) -> Tensor:
         """The TFN layers: [n, c, 1] species features -> [n, c, (l_last+1)^2]
         (-> [n, c, 1] with ``scalars_only``: the last layer computes only l = 0 outputs).
         With a receptive ``field`` (atoms and edges in its order), layer k computes only
         the first field.n_atoms[k] atoms from ``edges[k-1]`` (one Edges per layer: the first
-        field.n_edges[k-1] edges), and the result is [field.n_atoms[-1], c, D]."""
+        field.n_edges[k-1] edges), and the result is [field.n_atoms[-1], c, D]. ``inputs``:
+        a list that receives the last layer's input features [n, c, (l_max+1)^2]."""
         last = len(self.convolutions) - 1
         layers = zip(self.convolutions, self.self_interactions, self.nonlinearities)
         for k, (conv, si, nl) in enumerate(layers):
@@ -290,6 +297,8 @@ class TFN(nn.Module):
             n_out, layer_edges = None, edges
             if field is not None:
                 n_out, layer_edges = field.n_atoms[k + 1], edges[k]
+            if inputs is not None and k == last:
+                inputs.append(x)
             h = nl(si(conv(x, layer_edges, l_out, n_out)))  # [n_out, c, D_out]
             if self.config.residual:
                 d = min(x.shape[-1], h.shape[-1])
@@ -315,12 +324,14 @@ class TFN(nn.Module):
         return self.embedding(attrs)[:, :, None], species
 
     def features(self, graph: Graph, scalars_only: bool = False,
-                 species: Tensor | None = None) -> tuple[Tensor, Tensor, Edges]:
+                 species: Tensor | None = None, inputs: list | None = None
+                 ) -> tuple[Tensor, Tensor, Edges]:
         """The TFN layers on ``graph``: (features [n, c, (l_last+1)^2], species index [n],
-        edges). ``scalars_only``: only the l = 0 features of the last layer ([n, c, 1])."""
+        edges). ``scalars_only``: only the l = 0 features of the last layer ([n, c, 1]).
+        ``inputs``: a list that receives the last layer's input features."""
         x0, species = self.embed(graph, species)
         edges = self.edges(graph)
-        return self._interactions(x0, edges, scalars_only), species, edges
+        return self._interactions(x0, edges, scalars_only, inputs=inputs), species, edges
 
     def isolated_features(self, scalars_only: bool = False,
                           graph: Graph | None = None) -> Tensor:
@@ -432,26 +443,30 @@ class TFN(nn.Module):
             isolated = self.isolated_features(scalars_only=True)
         return self._atom_energies(x, species, edges[-1], isolated)
 
-    def _charges_and_dipole(self, graph: Graph, scalars: Tensor, vectors: Tensor,
+    def _charges_and_dipole(self, graph: Graph, scalars: Tensor, last_input: Tensor,
                             species: Tensor) -> dict:
-        """Charges q [n] (e) and dipoles mu [n_graphs, 3] (e*A) from the last l = 0
-        features measured from the isolated atom's [n, c], the l = 1 readout v [n, 3] and
-        the species indices [n] (module docstring)."""
+        """Charges q [n] (e), atomic dipoles p [n, 3] and dipoles mu [n_graphs, 3] (e*A)
+        from the last l = 0 features measured from the isolated atom's [n, c], the last
+        layer's input features [n, c, D] and the species indices [n] (module docstring)."""
         raw = self.charge_readout(scalars).squeeze(-1) + self.charge_bias[species]  # [n]
-        q, mu = neutral_charges_and_dipole(raw, vectors, graph.positions, graph.batch,
+        p = self.dipole_readout(last_input[..., 1:4].transpose(1, 2)).squeeze(-1)  # (y, z, x)
+        p = p[:, L1_TO_XYZ]
+        q, mu = neutral_charges_and_dipole(raw, p, graph.positions, graph.batch,
                                            graph.n_graphs, graph.charge)
-        return {keys.CHARGES: q, keys.DIPOLE: mu}
+        return {keys.CHARGES: q, keys.ATOM_DIPOLES: p, keys.DIPOLE: mu}
 
     def forward(self, graph: Graph, energy_only: bool = False, species: Tensor | None = None,
                 isolated: Tensor | None = None) -> dict[str, Tensor]:
         """Per-atom energies [n], total energy [n_graphs], per-atom vectors [n, 3]
-        (and symmetric tensors [n, 3, 3] when the last layer keeps l = 2; charges [n] and
-        dipoles [n_graphs, 3] with a dipole head).
+        (and symmetric tensors [n, 3, 3] when the last layer keeps l = 2); with a dipole
+        head, also with ``energy_only``: charges [n], atomic dipoles [n, 3], dipoles
+        [n_graphs, 3].
         ``energy_only``: energies alone, the last layer computing only its l = 0 outputs
         (the same energies, for a fraction of that layer's cost). ``species``: indices
         already checked by :meth:`species_index`; ``isolated``: :meth:`isolated_features`
         computed once (inference: they depend only on the weights)."""
-        x, species, edges = self.features(graph, energy_only, species)
+        inputs = [] if self.config.dipole else None
+        x, species, edges = self.features(graph, energy_only, species, inputs)
         if isolated is None:
             isolated = self.isolated_features(energy_only, graph)
         if not self.config.n_scalar_inputs:
@@ -466,14 +481,14 @@ class TFN(nn.Module):
             out[keys.ENERGIES_HEADS] = heads
             out[keys.ENERGY_HEADS] = heads.new_zeros(graph.n_graphs, heads.shape[1]).index_add_(
                 0, graph.batch, heads)
+        if self.charge_readout is not None:  # two linear readouts: with every call
+            out.update(self._charges_and_dipole(graph, x[..., 0] - isolated[..., 0],
+                                                inputs[0], species))
         if energy_only:
             return out
         if self.vector_readout is not None:
             v = self.vector_readout(x[..., 1:4].transpose(1, 2)).squeeze(-1)  # [n, 3] (y, z, x)
             out[keys.VECTORS] = v[:, L1_TO_XYZ]
-        if self.charge_readout is not None:
-            out.update(self._charges_and_dipole(graph, x[..., 0] - isolated[..., 0],
-                                                out[keys.VECTORS], species))
         if self.tensor_readout is not None:
             w0, w2 = self.tensor_readout.weight  # [c] each: separate l = 0 and l = 2 weights
             t0 = x[..., 0] @ w0  # [n]

@@ -77,17 +77,15 @@ class _Inputs:
 
 
 class CompiledResponse:
-    """Compiled responses of ``model`` (an inference copy: frozen weights, radial tables
-    set): ``programs[(padded atoms, stress)][edge capacity]``. ``isolated``: the model's
-    isolated-atom features, [S, c, 1] for energy-only programs, [S, c, D] with ``dipole``
-    (a model with a dipole head; its programs also return the charges and the l = 1
-    readout, which costs the last layer's l = 1 outputs: about twice the time of an
-    energy-only call of ethanol-gfn2's size). A bucket is compiled at
+    """Compiled energy-only responses of ``model`` (an inference copy: frozen weights,
+    radial tables set): ``programs[(padded atoms, stress)][edge capacity]``. ``isolated``:
+    the model's isolated-atom features for energy-only calls [S, c, 1]. A model with a
+    dipole head's programs also return its charges and atomic dipoles. A bucket is compiled at
     its ``after + 1``-th call (earlier calls return None: the caller runs eagerly; None:
     ``COMPILE_AFTER``)."""
 
-    def __init__(self, model, isolated: Tensor, after: int | None = 0, dipole: bool = False):
-        self.model, self.isolated, self.dipole = model, isolated, dipole
+    def __init__(self, model, isolated: Tensor, after: int | None = 0):
+        self.model, self.isolated = model, isolated
         self.after = COMPILE_AFTER if after is None else after
         self.cutoff = float(model.cutoff)
         self.programs: dict = {}
@@ -132,9 +130,9 @@ class CompiledResponse:
             out[keys.READOUT_INPUTS] = rest.pop(0)[:n]
         elif config.energy_heads > 1:  # energy heads: per atom [n_pad, K] -> [1, K]
             out[keys.ENERGY_HEADS] = rest.pop(0)[:n].sum(0, keepdim=True)
-        if self.dipole:  # charges (neutral over real and padding atoms: the caller
-            # corrects them over the real ones) [n] and the l = 1 readout [n, 3]
-            out[keys.CHARGES], out[keys.VECTORS] = rest[0][:n], rest[1][:n]
+        if config.dipole:  # charges (neutral over real and padding atoms: the caller
+            # corrects them over the real ones) [n] and atomic dipoles [n, 3]
+            out[keys.CHARGES], out[keys.ATOM_DIPOLES] = rest[0][:n], rest[1][:n]
         return out
 
     @property
@@ -176,21 +174,23 @@ class CompiledResponse:
         inputs.cell[0] = torch.from_numpy(cell)
 
     def _response(self, stress: bool):
-        model, isolated, dipole = self.model, self.isolated, self.dipole
+        model, isolated = self.model, self.isolated
 
         def response(numbers, species, positions, cell, edge_index, shifts):
             graph = Graph(numbers=numbers, positions=positions, cell=cell,
                           batch=torch.zeros_like(numbers), edge_index=edge_index,
                           shifts=shifts)
             out = compute_response(model, graph, forces=True, stress=stress,
-                                   energy_only=not dipole, species=species, isolated=isolated)
+                                   energy_only=True, species=species, isolated=isolated)
             result = (out[keys.ENERGIES], out[keys.FORCES])
             result += (out[keys.STRESS],) if stress else ()
             if model.config.llpr:  # what the energy uncertainty needs, and no more
                 result += (out[keys.READOUT_INPUTS],)
             elif keys.ENERGIES_HEADS in out:
                 result += (out[keys.ENERGIES_HEADS],)
-            return result + ((out[keys.CHARGES], out[keys.VECTORS]) if dipole else ())
+            if model.config.dipole:
+                result += (out[keys.CHARGES], out[keys.ATOM_DIPOLES])
+            return result
 
         return response
 
@@ -198,8 +198,7 @@ class CompiledResponse:
         """The response for ``inputs``' shapes as one checked program
         (:func:`tfn_md.inference.programs.build`); None on failure (then never again)."""
         try:
-            what = ("response", stress) + (("dipole",) if self.dipole else ())
-            key = programs.program_key(self.model, self.isolated, inputs, what)
+            key = programs.program_key(self.model, self.isolated, inputs, ("response", stress))
             small = inputs[4].shape[1] <= programs.SMALL_PROGRAM  # edge_index [2, E]
             return programs.build(self._response(stress), inputs, key, small=small)
         except Exception as err:  # no C++ toolchain, unsafe cache, unsupported op, ...

@@ -34,7 +34,7 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from .. import keys
 from ..checkpoint import load_potential
 from ..graph import VerletList, atoms_to_graph, total_charge
-from ..model import TFN, neutral_charges_and_dipole
+from ..model import TFN
 from ..validation import check_bool, check_device, check_dtype, check_real, fail
 from . import compiled
 from .chunks import compiled_chunk
@@ -84,13 +84,7 @@ class Engine:
 
     Attributes: ``model`` (an inference copy: frozen weights, radial tables unless
     ``exact``), ``device``, ``dtype``, ``neighbours`` (the Verlet list, None without a
-    cutoff), ``compiled`` (the whole-program path, None where it cannot serve;
-    ``compiled_dipole`` the same with charges and dipole, for potentials with a dipole
-    head)."""
-
-    #: what needs the whole last layer (its l = 1 outputs); asked for alone by
-    #: ``atoms.get_dipole_moment()``, ``get_charges()``: MD asks only at its frames
-    FULL = frozenset({keys.DIPOLE, keys.CHARGES, keys.VECTORS})
+    cutoff), ``compiled`` (the whole-program path, None where it cannot serve)."""
 
 
     def __init__(self, potential, device: str = "cpu", dtype=None, skin: float = 0.5,
@@ -125,13 +119,9 @@ class Engine:
         # the compiled program pads with edges beyond the cutoff: their radial functions
         # must vanish there (tables, or the Bessel basis with its envelope)
         vanishing = self.model.tabulated or self.model.config.basis == "bessel"
-        self.compiled_dipole = None  # programs that also return charges and the dipole
         if compile and per_species and cutoff is not None and vanishing:
-            after = 0 if compile is True else None
-            self.compiled = compiled.CompiledResponse(self.model, self._isolated[True], after)
-            if self.dipole:
-                self.compiled_dipole = compiled.CompiledResponse(
-                    self.model, self._isolated[False], after, dipole=True)
+            self.compiled = compiled.CompiledResponse(
+                self.model, self._isolated[True], 0 if compile is True else None)
         self._species = (None, None)  # (atomic numbers, checked species indices)
         # "auto": eager calls of graphs too large for one program, until their chunk
         # kernels get compiled (None: not counting)
@@ -155,7 +145,7 @@ class Engine:
         large graphs (``compile="auto"``) and compiles their chunks when they are many."""
         if self.heads and keys.FORCES_SPREAD in properties:
             return "ensemble"
-        if (self.compiled is not None and (keys.VECTORS not in properties or self.dipole)
+        if (self.compiled is not None and keys.VECTORS not in properties
                 and n_edges <= compiled.MAX_EDGES):
             return "program"
         if self._large_calls is not None and n_edges > compiled.MAX_EDGES:
@@ -202,27 +192,27 @@ class Engine:
             graph = atoms_to_graph(atoms, self.model.cutoff, self.dtype, self.device, pairs)
             out = ensemble_response(self.model, graph, stress=periodic, species=species,
                                     isolated=self._isolated[True])
-        # charges and the dipole only where asked: they need the last layer's l = 1
-        # outputs (about twice the cost of an energy-only call)
-        full = self.dipole and bool(self.FULL & set(properties))
         if route == "program":
-            program = self.compiled_dipole if full else self.compiled
-            out = program(atoms.numbers, species, atoms.positions, atoms.cell.array, pairs,
-                          periodic)
-            if out is not None and full:  # charges corrected over the real atoms
-                q = out[keys.CHARGES]
-                out[keys.CHARGES], out[keys.DIPOLE] = neutral_charges_and_dipole(
-                    q, out[keys.VECTORS], torch.as_tensor(atoms.positions, dtype=q.dtype,
-                                                          device=q.device),
-                    torch.zeros(len(q), dtype=torch.int64, device=q.device), 1,
-                    total_charge(atoms, q.dtype, q.device))
+            out = self.compiled(atoms.numbers, species, atoms.positions, atoms.cell.array,
+                                pairs, periodic)
+            if out is not None and self.dipole:
+                return self._without_pbc_dipole(
+                    {**self._results(out, periodic), **self._dipole(out, atoms)}, atoms)
         if out is None:
-            energy_only = not (full or keys.VECTORS in properties)
+            energy_only = keys.VECTORS not in properties
             graph = atoms_to_graph(atoms, self.model.cutoff, self.dtype, self.device, pairs)
             out = compute_response(self.model, graph, forces=True, stress=periodic,
                                    energy_only=energy_only, species=species,
                                    isolated=self._isolated[energy_only])
-        return self._results(out, periodic)
+        return self._without_pbc_dipole(self._results(out, periodic), atoms)
+
+    @staticmethod
+    def _without_pbc_dipole(results: dict, atoms) -> dict:
+        """No dipole for a structure periodic in any direction (it is not defined there;
+        asking for it raises)."""
+        if atoms.pbc.any():
+            results.pop(keys.DIPOLE, None)
+        return results
 
     def _results(self, out: dict, periodic: bool) -> dict:
         """ASE results from a response's tensors."""
@@ -235,7 +225,7 @@ class Engine:
         for key in (keys.VECTORS, keys.FORCES_SPREAD, keys.CHARGES):
             if key in out:
                 results[key] = array(key)
-        if keys.DIPOLE in out and not periodic:
+        if keys.DIPOLE in out:
             results[keys.DIPOLE] = array(keys.DIPOLE)[0]
         if keys.ENERGY_SPREAD in out:  # the ensemble route
             results[keys.ENERGY_SPREAD] = float(out[keys.ENERGY_SPREAD].sum())
@@ -248,6 +238,18 @@ class Engine:
             stress = full_3x3_to_voigt(out[keys.STRESS][0])
             results[keys.STRESS] = stress.detach().cpu().double().numpy()
         return results
+
+    @staticmethod
+    def _dipole(out: dict, atoms) -> dict:
+        """Charges (e) and dipole (e*A) of one structure from a program's charges (neutral
+        over real and padding atoms) and atomic dipoles: the correction of
+        :func:`tfn_md.model.neutral_charges_and_dipole` over the real atoms, in NumPy (a
+        few microseconds where torch's eager operations would add a tenth of a call)."""
+        q = out[keys.CHARGES].detach().cpu().double().numpy()
+        charge = total_charge(atoms)
+        q = q - (q.sum() - (0.0 if charge is None else float(charge[0]))) / len(q)
+        p = out[keys.ATOM_DIPOLES].detach().cpu().double().numpy()
+        return {keys.CHARGES: q, keys.DIPOLE: q @ atoms.positions + p.sum(0)}
 
     def _empty(self, periodic: bool) -> dict:
         """The results of a structure without atoms."""

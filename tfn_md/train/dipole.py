@@ -5,18 +5,17 @@ A model with a dipole head (:class:`tfn_md.TFNConfig` ``dipole``) predicts, per 
 b of N_b atoms with total charge Q_b and centroid r̄_b (the model docstring states it):
 
     q_i  = (s_i - s̄_b) · w_q + (e_i - ē_b) · chi + Q_b / N_b                  (e)
-    mu_b = sum_i (r_i - r̄_b) [(s_i · w_q) + (e_i · chi)] + sum_i V_i w_v + Q_b r̄_b   (e*A)
+    mu_b = sum_i (r_i - r̄_b) [(s_i · w_q) + (e_i · chi)] + sum_i V_i w_p + Q_b r̄_b   (e*A)
 
 with s_i [c] the last layer's l = 0 features measured from the isolated atom's, e_i the
-one-hot species [S], V_i [3, c] the last layer's l = 1 features (Cartesian) and w_q [c],
-chi [S], w_v [c] the only weights the dipole head adds or uses (the charge readout, its
-per-species bias and the l = 1 readout). Nothing the energy depends on changes, so
-energies, forces, stress and their uncertainty stay what they were (to rounding: the last
-layer then also computes its l = 1 outputs).
+one-hot species [S], V_i [3, c] the l = 1 features entering the last layer (Cartesian) and
+w_q [c], chi [S], w_p [c] the weights the dipole head adds (the charge readout, its
+per-species bias and the atomic-dipole readout). Nothing the energy depends on changes, so
+energies, forces, stress and their uncertainty stay exactly what they were.
 
 :func:`fit_dipole_head` stacks, for the structures that have them, the dipole rows (3 per
 structure) and, weighted by sqrt(``charges_weight``), the charge rows (1 per atom), and
-solves for (w_q, chi, w_v) by least squares with a small ridge (``ridge`` times the mean
+solves for (w_q, chi, w_p) by least squares with a small ridge (``ridge`` times the mean
 diagonal of the normal matrix), in float64.
 """
 
@@ -33,19 +32,17 @@ __all__ = ["fit_dipole_head", "with_dipole_head"]
 def with_dipole_head(model: TFN) -> TFN:
     """A copy of ``model`` with ``dipole=True`` and every weight of ``model`` (the new
     charge readout and bias start at zero)."""
-    if min(model.config.l_max, model.config.readout_l_max) < 1:
-        raise ValueError("a dipole head needs l = 1 features in the last layer "
-                         f"(l_max {model.config.l_max}, readout_l_max "
-                         f"{model.config.readout_l_max})")
     config = {k: v for k, v in vars(model.config).items() if k != "species"}
     config["dipole"] = True
     new = TFN(model.config.species, **config).to(model.e0.dtype)
     missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
-    if set(missing) - {"charge_readout.weight", "charge_bias"} or unexpected:
+    if set(missing) - {"charge_readout.weight", "charge_bias", "dipole_readout.weight"} \
+            or unexpected:
         raise ValueError(f"weights do not match: missing {missing}, unexpected {unexpected}")
     with torch.no_grad():
         new.charge_readout.weight.zero_()
         new.charge_bias.zero_()
+        new.dipole_readout.weight.zero_()
     return new
 
 
@@ -56,13 +53,16 @@ def _rows(model: TFN, dataset, charges_weight: float, batch_size: int):
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size,
                                          collate_fn=collate_batch)
     with torch.no_grad():
-        isolated = model.isolated_features()
+        isolated = model.isolated_features(scalars_only=True)
     for graph, targets in loader:
+        if keys.DIPOLE not in targets:  # a batch without dipole labels
+            continue
         graph = graph.to(dtype=torch.float64)
+        inputs = []
         with torch.no_grad():
-            x, species, _ = model.features(graph)
+            x, species, _ = model.features(graph, scalars_only=True, inputs=inputs)
         s = (x[..., 0] - isolated[species][..., 0]).numpy()  # [n, c]
-        v = x[..., 1:4][..., L1_TO_XYZ].numpy()  # [n, c, 3] Cartesian
+        v = inputs[0][..., 1:4][..., L1_TO_XYZ].numpy()  # [n, c, 3] Cartesian
         onehot = np.eye(n_species)[species.numpy()]  # [n, S]
         pos, batch = graph.positions.numpy(), graph.batch.numpy()
         charge = (np.zeros(graph.n_graphs) if graph.charge is None
@@ -113,7 +113,7 @@ def fit_dipole_head(model: TFN, datasets, charges_weight: float = 1.0, ridge: fl
         dtype = fitted.e0.dtype
         fitted.charge_readout.weight.copy_(torch.as_tensor(theta[:c][None], dtype=dtype))
         fitted.charge_bias.copy_(torch.as_tensor(theta[c:c + n_species], dtype=dtype))
-        fitted.vector_readout.weight.copy_(torch.as_tensor(theta[c + n_species:][None],
+        fitted.dipole_readout.weight.copy_(torch.as_tensor(theta[c + n_species:][None],
                                                            dtype=dtype))
     residual = a @ theta - y
     return fitted, {"rows": len(y), "fit_rmse": float(np.sqrt(np.mean(residual ** 2)))}
