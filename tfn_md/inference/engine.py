@@ -86,7 +86,6 @@ class Engine:
     ``exact``), ``device``, ``dtype``, ``neighbours`` (the Verlet list, None without a
     cutoff), ``compiled`` (the whole-program path, None where it cannot serve)."""
 
-
     def __init__(self, potential, device: str = "cpu", dtype=None, skin: float = 0.5,
                  compile: bool | str = "auto", exact: bool = False):
         device, dtype, skin = check_calculator_args(potential, device, dtype, skin, compile,
@@ -183,7 +182,7 @@ class Engine:
                 f"the dipole of a periodic system (pbc={atoms.pbc.tolist()}) is not defined; "
                 "the charges are: atoms.get_charges()")
         if len(atoms) == 0:
-            return self._empty(periodic)
+            return self._without_pbc_dipole(self._empty(periodic), atoms)
         pairs = None if self.neighbours is None else self.neighbours(atoms)
         species = self._species_of(atoms.numbers)
         route = self.route(properties, 0 if pairs is None else len(pairs[0]))
@@ -192,7 +191,7 @@ class Engine:
             graph = atoms_to_graph(atoms, self.model.cutoff, self.dtype, self.device, pairs)
             out = ensemble_response(self.model, graph, stress=periodic, species=species,
                                     isolated=self._isolated[True])
-        if route == "program":
+        elif route == "program":
             out = self.compiled(atoms.numbers, species, atoms.positions, atoms.cell.array,
                                 pairs, periodic)
             if out is not None and self.dipole:
@@ -261,4 +260,7 @@ class Engine:
             results[keys.ENERGY_SPREAD] = 0.0
         if self.heads:
             results[keys.FORCES_SPREAD] = np.zeros(0)
+        if self.dipole:
+            results[keys.CHARGES] = np.zeros(0)
+            results[keys.DIPOLE] = np.zeros(3)
         return results
