@@ -195,8 +195,10 @@ class Engine:
             out = self.compiled(atoms.numbers, species, atoms.positions, atoms.cell.array,
                                 pairs, periodic)
             if out is not None and self.dipole:
-                return self._without_pbc_dipole(
-                    {**self._results(out, periodic), **self._dipole(out, atoms)}, atoms)
+                dipole = self._dipole(out, atoms)  # the program's charges, corrected
+                out.pop(keys.CHARGES)
+                return self._without_pbc_dipole({**self._results(out, periodic), **dipole},
+                                                atoms)
         if out is None:
             energy_only = keys.VECTORS not in properties
             graph = atoms_to_graph(atoms, self.model.cutoff, self.dtype, self.device, pairs)
