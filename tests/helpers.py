@@ -182,9 +182,13 @@ def small_config(data, out, epochs=3, **optim) -> TrainConfig:
 
 
 class SlowEMT(EMT):
-    def __init__(self, log: str = "", delay: float = 0.0, **kwargs):
+    """EMT that sleeps ``delay`` s per label and logs each label's key and positions'
+    digest to ``log`` (defaults: $SLOW_EMT_DELAY, $SLOW_EMT_LOG, for command lines)."""
+
+    def __init__(self, log: str | None = None, delay: float | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.log, self.delay = log, delay
+        self.log = os.environ.get("SLOW_EMT_LOG", "") if log is None else log
+        self.delay = float(os.environ.get("SLOW_EMT_DELAY", "0")) if delay is None else delay
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=None):
         labelling = atoms is not None and "al_index" in atoms.info

@@ -79,3 +79,6 @@ def test_the_wheel_installs_every_module_and_the_cli(tmp_path):
     assert cli.returncode == 0, cli.stderr[-3000:]
     for command in ("md", "relax", "train", "export-lammps", "data", "learn", "paper", "check"):
         assert command in cli.stdout, f"tfn-md --help lacks {command}"
+    template = subprocess.run([str(venv / "bin" / "tfn-md"), "learn", "--template"], cwd=out,
+                              capture_output=True, text=True, env=CLEAN)
+    assert template.returncode == 0 and "[explore]" in template.stdout, template.stderr

@@ -287,3 +287,40 @@ def test_cache_key_holds_the_source_of_every_module(tmp_path, monkeypatch):
     key = programs.program_key(model, isolated, inputs, ("response", False))
     monkeypatch.setattr(programs, "source_digest", lambda: b"other source")
     assert programs.program_key(model, isolated, inputs, ("response", False)) != key
+
+
+def test_trim_cache_removes_least_recently_used_beyond_the_cap(cache, monkeypatch):
+    folder = programs.safe_cache_dir()
+    paths = []
+    for k in range(5):  # 1 MiB each, used at times 0, 10, ... 40
+        path = folder / f"k{k}.d.pt2"
+        path.write_bytes(b"x" * 2**20)
+        os.utime(path, (1000 + 10 * k, 1000 + 10 * k))
+        paths.append(path)
+    os.utime(paths[0], (2000, 2000))  # the oldest file was used last
+    monkeypatch.setenv("TFN_MD_CACHE_MB", "2.5")
+    removed = programs.trim_cache(folder, keep=paths[1])
+    # least recently used first, sparing paths[1] (kept): 2 MiB left
+    assert removed == [paths[2], paths[3], paths[4]]
+    assert set(folder.glob("*.pt2")) == {paths[0], paths[1]}
+    assert programs.trim_cache(folder, limit=2**20) == [paths[1]]
+    assert set(folder.glob("*.pt2")) == {paths[0]}
+    monkeypatch.setenv("TFN_MD_CACHE_MB", "lots")
+    with pytest.raises(ValueError, match="TFN_MD_CACHE_MB"):
+        programs.cache_limit()
+
+
+def test_cache_stays_under_its_cap_when_more_programs_are_compiled_than_fit(cache,
+                                                                           monkeypatch):
+    atoms = ethanol()
+    forces(TFNCalculator(make_model(cutoff=5.0, seed=3), compile=True), atoms)
+    (first,) = cache.glob("*.pt2")
+    cap = 1.5 * first.stat().st_size  # room for one program, not two
+    monkeypatch.setenv("TFN_MD_CACHE_MB", str(cap / 2**20))
+    model = make_model(cutoff=5.0, seed=4)
+    reference = forces(TFNCalculator(model, compile=False), atoms)
+    calc = TFNCalculator(model, compile=True)
+    np.testing.assert_allclose(forces(calc, atoms), reference, atol=1e-10)
+    assert calc.engine.compiled.n_programs == 1 and not calc.engine.compiled.failed
+    (left,) = cache.glob("*.pt2")  # the new program only
+    assert left != first and left.stat().st_size <= cap

@@ -15,7 +15,7 @@ transformed: S(nu) = dt [C(0) + 2 sum_{tau > 0} w(tau) C(tau) cos(2 pi nu tau)].
 
 Several trajectories (the same frame spacing) are averaged spectrum by spectrum. Wavenumbers
 in cm^-1 (nu / c). Intensities are in arbitrary units, each spectrum normalised to unit
-area over the range it returns.
+area over the range it returns (the IR spectrum in absolute units with ``normalise=False``).
 
 Aliasing: a frame spacing dt folds every frequency above the Nyquist frequency
 1 / (2 dt) back into the spectrum. Molecular dipoles carry overtones and combination bands
@@ -75,17 +75,19 @@ def autocorrelation_spectrum(x: np.ndarray, dt_fs: float, max_lag_fs: float | No
     return freq_per_fs / C_CM_PER_FS, s
 
 
-def _normalise(wavenumber, s, up_to):
+def _normalise(wavenumber, s, up_to, normalise=True):
     keep = wavenumber <= up_to
     w, s = wavenumber[keep], np.clip(s[keep], 0.0, None)
-    area = np.trapezoid(s, w)
+    area = np.trapezoid(s, w) if normalise else 0.0
     return w, s / area if area > 0 else s
 
 
 def ir_spectrum(dipoles: list[np.ndarray], dt_fs: float, temperature: float | None = None,
-                max_lag_fs: float | None = None, up_to: float = 4000.0
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """IR spectrum from dipole series (each [n_k, 3], e*A), averaged: (cm^-1 [m], I [m])."""
+                max_lag_fs: float | None = None, up_to: float = 4000.0,
+                normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """IR spectrum from dipole series (each [n_k, 3], e*A), averaged: (cm^-1 [m], I [m]).
+    With ``normalise=False`` I is S_mudot itself, (e*A/fs)^2 fs: spectra of runs with the
+    same frame spacing and window then compare in absolute intensity."""
     _check_spacing(dt_fs)
     total, grid = None, None
     for mu in dipoles:
@@ -98,7 +100,7 @@ def ir_spectrum(dipoles: list[np.ndarray], dt_fs: float, temperature: float | No
     if temperature:
         x = HC_OVER_KB * grid / temperature  # beta h nu
         s = s * np.where(x > 0, x / -np.expm1(-np.where(x > 0, x, 1.0)), 1.0)
-    return _normalise(grid, s, up_to)
+    return _normalise(grid, s, up_to, normalise)
 
 
 def vdos(velocities: list[np.ndarray], masses: np.ndarray, dt_fs: float,
@@ -147,7 +149,7 @@ def read_series(path: str | Path, dt_fs: float | None = None):
 
 def spectra(paths: list[str | Path], dt_fs: float | None = None,
             temperature: float | None = None, max_lag_fs: float | None = None,
-            up_to: float = 4000.0) -> dict:
+            up_to: float = 4000.0, normalise: bool = True) -> dict:
     """IR (where every trajectory has dipoles) and VDOS (where every one has momenta) of
     several trajectories, averaged: {"wavenumber_cm-1", "ir", "vdos", "dt_fs", "frames"}."""
     if not paths:
@@ -162,7 +164,8 @@ def spectra(paths: list[str | Path], dt_fs: float | None = None,
     out: dict = {"dt_fs": dt, "frames": [s[4] for s in series]}
     if all(s[0] is not None for s in series):
         out["wavenumber_cm-1"], out["ir"] = ir_spectrum([s[0] for s in series], dt,
-                                                        temperature, max_lag_fs, up_to)
+                                                        temperature, max_lag_fs, up_to,
+                                                        normalise)
     if all(s[1] is not None for s in series):
         w, g = vdos([s[1] for s in series], series[0][2], dt, max_lag_fs, up_to)
         out.setdefault("wavenumber_cm-1", w)

@@ -60,8 +60,9 @@ from ..nn.edge_kernel import unchunked
 from ..version import __version__
 from .program_check import TOLERANCE, compare
 
-__all__ = ["CODEGEN", "FORMAT", "TOLERANCE", "Program", "ProgramError", "build", "cache_dir",
-           "digest_of_sources", "fingerprint", "program_key", "source_digest"]
+__all__ = ["CACHE_MB", "CODEGEN", "FORMAT", "TOLERANCE", "Program", "ProgramError", "build",
+           "cache_dir", "cache_limit", "digest_of_sources", "fingerprint", "program_key",
+           "source_digest", "trim_cache"]
 
 
 # Inductor options of every program (see the module docstring); dynamic_threads would
@@ -70,6 +71,7 @@ CODEGEN = {"cpp.threads": 1, "cpp.dynamic_threads": False}
 WORKER = Path(__file__).with_name("program_check.py")
 SMALL_PRODUCT = 1 << 16  # multiply-adds: smaller matrix products are traced as loops ...
 SMALL_PROGRAM = 4096  # ... in programs of at most this many edges (molecules)
+CACHE_MB = 2048  # default size cap of the program cache, MiB ($TFN_MD_CACHE_MB)
 
 
 def _small(a, b) -> bool:
@@ -158,6 +160,45 @@ def cache_dir() -> Path:
         return Path(os.environ["TFN_MD_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "tfn_md" / "compiled"
+
+
+def cache_limit() -> int:
+    """The size cap of the program cache in bytes: ``$TFN_MD_CACHE_MB`` MiB, else
+    ``CACHE_MB`` (2 GiB: 40-80 programs of 25-50 MB)."""
+    raw = os.environ.get("TFN_MD_CACHE_MB", "")
+    try:
+        mb = float(raw) if raw else CACHE_MB
+    except ValueError:
+        raise ValueError(f"TFN_MD_CACHE_MB={raw!r}: a size in MiB, e.g. 2048") from None
+    if not mb > 0:
+        raise ValueError(f"TFN_MD_CACHE_MB={raw!r}: must be > 0")
+    return int(mb * 2**20)
+
+
+def trim_cache(folder: Path, keep: Path | None = None, limit: int | None = None) -> list[Path]:
+    """Remove the least recently used programs of ``folder`` (oldest modification time:
+    a program is touched whenever it is loaded) until the ``*.pt2`` files together take
+    at most ``limit`` bytes (:func:`cache_limit`); ``keep`` (the program just built) is
+    never removed. Returns the removed files."""
+    limit = cache_limit() if limit is None else limit
+    files = []
+    for path in folder.glob("*.pt2"):
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # removed by another process meanwhile
+            continue
+        files.append((st.st_mtime, st.st_size, path))
+    total = sum(size for _, size, _ in files)
+    removed = []
+    for _, size, path in sorted(files):
+        if total <= limit:
+            break
+        if keep is not None and path == keep:
+            continue
+        path.unlink(missing_ok=True)
+        total -= size
+        removed.append(path)
+    return removed
 
 
 def safe_cache_dir() -> Path:
@@ -322,6 +363,12 @@ def build(function, inputs: tuple, key: str, small: bool = False) -> Program:
             traced = CSEPass()(traced).graph_module
             exported = torch.export.export(traced, inputs)
         path = _compile_in_child(exported, inputs, folder, key, dtype)
+        trim_cache(folder, keep=path)
+    else:
+        try:
+            os.utime(path)  # recently used: the last to go when the cache is trimmed
+        except OSError:
+            pass
     try:
         runner = torch._inductor.aoti_load_package(str(path))
     except Exception as err:

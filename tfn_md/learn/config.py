@@ -1,58 +1,14 @@
 """The configuration of ``tfn-md learn``: a TOML file of typed sections.
 
-    [system]
-    molecule = "CH3CH2OH"        # ase.build.molecule name, or
-    # structure = "POSCAR"       # any file ase.io reads (its last frame), or a list of
-                                 # files: every iteration explores from each of them
-
-    [reference]                  # who labels: GFN2-xTB (tblite), or any ASE calculator
-    method = "GFN2-xTB"          # tblite method, or
-    # calculator = "ase.calculators.emt:EMT"    # module:Class
-    # kwargs = { }                              # keyword arguments of the class
-
-    [initial]                    # reference Langevin MD before the first training
-    data = ""                    # optional: labelled dataset file(s) to start from (copied)
-    temperatures = [300, 600]    # K
-    n = 50                       # frames per temperature (0: only the data file)
-    interval = 20                # MD steps between frames
-    timestep = 0.5               # fs
-    friction = 0.01              # 1/fs
-    equilibration = 100          # steps
-
-    [explore]                    # MD driven by the potential itself
-    temperatures = [300, 600, 900]
-    runs = 1                     # trajectories per temperature and iteration
-    steps = 2000                 # steps per trajectory
-    interval = 20                # steps between uncertainty checks
-    timestep = 0.5
-    friction = 0.01
-    threshold = 0.1              # eV/A: a frame whose force spread exceeds it is a candidate
-    energy_threshold = 0.0       # eV: ... or whose energy uncertainty exceeds it (0: the
-                                 # 99th percentile of the energy uncertainty on the held-out
-                                 # frames of each training, after its calibration)
-    contact = 1.2                # A: ... or in which two atoms not bonded in the starting
-                                 # structure are closer (the trajectory then ends); 0: off
-    statistic = "rms"            # a frame's force spread: "rms" over atoms of the per-atom
-                                 # spread, or "max" (the largest per-atom spread)
-    stop = 1.0                   # eV/A: a trajectory ends when a frame exceeds it
-    max_select = 20              # labels per iteration
-    min_separation = 100         # steps between two selected frames of one trajectory
-
-    [budget]
-    max_labels = 500             # labels after the initial sampling, in all
-    max_iterations = 10
-
-    [model] [loss] [optim]       # as in tfn-md train; model.energy_heads >= 2 (default 8)
-    retrain_epochs = 20          # in [optim]: epochs of each retraining from the last weights
-
-    [run]
-    out = "learn/ethanol"        # everything goes here (data.h5, iterations, report)
-    seed = 0
-    dtype = "float32"
-    device = "cpu"
-    test = ""                    # optional dataset file scored after every training
-    init = ""                    # optional: weights (checkpoint or shipped name) that the
-                                 # first training starts from
+Every key, commented, with its default: ``tfn_md/learn/template.toml``, printed by
+``tfn-md learn --template``. Sections: [system] (a molecule name or structure files),
+[reference] (a tblite method or an ASE calculator ``module:Class``), [initial] (reference
+MD before the first training), [test] (independent reference trajectories, never trained
+on), [explore] (MD with the potential and what flags a frame), [budget] (labels,
+iterations, minutes), [model] [loss] [optim] (as in ``tfn-md train``, with
+``retrain_epochs`` and ``retrain_lr``), [run] (output folder, seed, dtype, device).
+A key a file leaves out takes the default of the dataclasses below (so files written
+before keep their meaning); the one-command path starts from the template's values.
 
 Paths are relative to the configuration file.
 """
@@ -94,6 +50,15 @@ class InitialSection:
 
 
 @dataclass
+class TestSection:
+    temperatures: list = field(default_factory=lambda: [350.0, 700.0])
+    trajectories: int = 0
+    n: int = 40
+    interval: int = 20
+    equilibration: int = 400
+
+
+@dataclass
 class ExploreSection:
     temperatures: list = field(default_factory=lambda: [300.0])
     runs: int = 1
@@ -114,6 +79,7 @@ class ExploreSection:
 class BudgetSection:
     max_labels: int = 500
     max_iterations: int = 10
+    minutes: float = 0.0
 
 
 @dataclass
@@ -131,6 +97,7 @@ class LearnConfig:
     system: SystemSection = field(default_factory=SystemSection)
     reference: ReferenceSection = field(default_factory=ReferenceSection)
     initial: InitialSection = field(default_factory=InitialSection)
+    test: TestSection = field(default_factory=TestSection)
     explore: ExploreSection = field(default_factory=ExploreSection)
     budget: BudgetSection = field(default_factory=BudgetSection)
     model: dict = field(default_factory=dict)
@@ -200,6 +167,17 @@ class LearnConfig:
             raise ValueError(f"explore.statistic = {e.statistic!r} is not allowed: 'rms' or "
                              "'max'")
         check_real("explore.stop", e.stop, e.threshold, strict=True, unit="eV/A")
+        t = self.test
+        if not isinstance(t.temperatures, list) or not t.temperatures:
+            raise ValueError(f"test.temperatures = {t.temperatures!r} is not allowed: a "
+                             "non-empty list of temperatures in K")
+        t.temperatures = [check_real(f"test.temperatures[{k}]", v, 0.0, strict=True, unit="K")
+                          for k, v in enumerate(t.temperatures)]
+        check_int("test.trajectories", t.trajectories, 0)
+        check_int("test.n", t.n, 2)
+        check_int("test.interval", t.interval, 1)
+        check_int("test.equilibration", t.equilibration, 0)
+        check_real("budget.minutes", self.budget.minutes, 0.0, unit="min")
         check_int("budget.max_labels", self.budget.max_labels, 0)
         check_int("budget.max_iterations", self.budget.max_iterations, 1)
         check_int("run.seed", self.run.seed, 0)
@@ -211,16 +189,25 @@ class LearnConfig:
                              "here: >= 2 (the spread of the heads selects the frames)")
         self.retrain_epochs = int(self.optim.pop("retrain_epochs", 20))
         check_int("optim.retrain_epochs", self.retrain_epochs, 1)
+        self.retrain_lr = self.optim.pop("retrain_lr", None)
+        if self.retrain_lr is not None:
+            check_real("optim.retrain_lr", self.retrain_lr, 0.0, strict=True)
 
-    def train_dict(self, data: Path, out: Path, init: str, first: bool) -> dict:
-        """The ``tfn-md train`` configuration of one training (a dict for TrainConfig)."""
+    def train_dict(self, data: Path, out: Path, init: str, first: bool,
+                   valid: Path | None = None) -> dict:
+        """The ``tfn-md train`` configuration of one training (a dict for TrainConfig):
+        validated on ``valid`` (a fixed file) where given, else on a tenth of ``data``."""
         optim = {"schedule": "cosine", **self.optim}
-        if not first:
+        if not first:  # a warm start: a short cosine from retrain_lr, not a restart at lr
             optim["epochs"] = self.retrain_epochs
             optim["early_stop"] = max(int(optim.get("early_stop", 30)), self.retrain_epochs)
+            if self.retrain_lr is not None:
+                optim["lr"] = self.retrain_lr
+                optim["min_lr"] = min(float(optim.get("min_lr", 1e-5)), self.retrain_lr)
         loss = {"energy": 1.0, "forces": 10.0, "energy_nll": 1e-3, **self.loss}
         return {
-            "data": {"train": str(data), "valid_fraction": 0.1, "batch_size": 8},
+            "data": {"train": str(data), "batch_size": 8,
+                     **({"valid": str(valid)} if valid else {"valid_fraction": 0.1})},
             "model": dict(self.model),
             "loss": loss,
             "optim": optim,

@@ -1,5 +1,8 @@
 """The active-learning loop of ``tfn-md learn``.
 
+    test      independent reference Langevin MD, seeds the loop never trains on: [test]
+              trajectories per temperature -> test.h5; and a fixed validation set, n / 10
+              frames per [initial] temperature with another seed -> valid.h5
     initial   reference Langevin MD at [initial] temperatures -> data.h5
     repeat, iteration i = 0, 1, ...:
       train   iteration 0 from scratch (or run.init), later from iteration i-1's weights, on
@@ -20,9 +23,17 @@
               most `max_select` and the labels left in the budget
       label   each selected frame by the reference, appended to data.h5 as it is done
     until an exploration finds no candidate (converged), or the label budget or the
-    iteration limit is spent (then one last training on all labels).
+    iteration limit is spent (then one last training on all labels), or the next
+    iteration would overrun [budget] minutes (estimated from the iterations so far).
 
-Everything lives in [run] out: ``state.json`` (stage and history, written atomically
+Every training is validated on valid.h5 (fixed: iterations compare) and scored on each
+trajectory of test.h5: force MAE (meV/A), energy MAE (meV/atom) and the mean energy offset
+<E_model - E_ref> / N (meV/atom), whose change between iterations shows a drift of the
+energy zero. Retrainings start from the last weights at ``optim.retrain_lr`` with a short
+cosine (``retrain_epochs``). One progress line per stage: the iteration, the stage, the
+time spent and an estimate of the time left.
+
+Everything lives in [run] out: ``test.h5``, ``valid.h5``, ``state.json`` (stage and history, written atomically
 after each stage), ``data.h5`` (all labels; every append is committed atomically, see
 docs/dataset-format.md), ``iter<i>/train`` (a ``tfn-md train`` run: best.pt, last.pt,
 metrics), ``iter<i>/candidates.h5`` and ``iter<i>/selected.h5`` (written atomically before
@@ -45,6 +56,7 @@ import json
 import math
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +89,11 @@ from .fields import (
 from .reference import label, reference_factory
 
 __all__ = ["Learner", "close_contact", "select"]
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as "42 s" below 10 minutes, else "12.5 min"."""
+    return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.1f} min"
 
 
 def bonded_pairs(atoms: Atoms) -> set[tuple[int, int]]:
@@ -133,7 +150,8 @@ class Learner:
     def load_state(self) -> dict:
         if self.state_path.exists():
             return json.loads(self.state_path.read_text())
-        return {"iteration": 0, "stage": "initial", "final": False, "history": []}
+        return {"iteration": 0, "stage": "test", "final": False, "history": [],
+                "seconds": 0.0}
 
     def save_state(self, state: dict) -> None:
         write_text_atomic(self.state_path, json.dumps(state, indent=1) + "\n")
@@ -158,16 +176,29 @@ class Learner:
     def run(self) -> dict:
         self.out.mkdir(parents=True, exist_ok=True)
         config_json = json.dumps(self.cfg.to_dict(), indent=1, default=str) + "\n"
+        self._check_same_run(json.loads(config_json))
         write_text_atomic(self.out / "config.json", config_json)
         state = self.load_state()
+        clock, spent = time.monotonic(), float(state.get("seconds", 0.0))
+
+        def elapsed() -> float:
+            return spent + time.monotonic() - clock
+
         while state["stage"] != "done":
             i, stage = state["iteration"], state["stage"]
-            if stage == "initial":
+            self._progress(state, elapsed())
+            started = time.monotonic()
+            if stage == "test":
+                self.independent()
+                state["stage"] = "initial"
+            elif stage == "initial":
                 self.initial()
                 state["stage"] = "train"
             elif stage == "train":
                 self._entry(state, i).update(self.train(i))
                 state["stage"] = "done" if state["final"] else "explore"
+                if not state["final"] and self._over_budget(state, elapsed()):
+                    state["stage"], state["budget_stop"] = "done", True
             elif stage == "explore":
                 found = self.explore(i)
                 self._entry(state, i).update(found)
@@ -184,7 +215,12 @@ class Learner:
                 state["stage"] = "train"
                 state["final"] = (used >= self.cfg.budget.max_labels
                                   or i + 1 >= self.cfg.budget.max_iterations)
+            if stage in ("train", "explore", "label"):
+                seconds = self._entry(state, i).setdefault("seconds", {})
+                seconds[stage] = seconds.get(stage, 0.0) + time.monotonic() - started
+            state["seconds"] = elapsed()
             self.save_state(state)
+        self._progress(state, elapsed())
         final = self.model_path(state["iteration"])
         with atomic_path(self.out / "final.pt") as tmp:
             shutil.copyfile(final, tmp)
@@ -193,7 +229,131 @@ class Learner:
         write_report(self, state)
         return state
 
+    def _check_same_run(self, now: dict) -> None:
+        """Resuming: the folder's run must have the same configuration, [budget] aside
+        (it may be extended); sections an older version did not write are not compared."""
+        path = self.out / "config.json"
+        if not (self.state_path.exists() and path.exists()):
+            return
+        before = json.loads(path.read_text())
+        changed = [f"{name}.{key}" for name, section in now.items()
+                   if name != "budget" and isinstance(section, dict) and name in before
+                   for key in sorted(set(section) | set(before[name]))
+                   if section.get(key) != before[name].get(key)]
+        if changed:
+            raise ValueError(f"{self.out} holds a run of another configuration "
+                             f"({', '.join(changed)} differ): run it again as it was, or "
+                             "give another output folder")
+
+    # -- time ------------------------------------------------------------------------
+    def iteration_seconds(self, state: dict) -> float | None:
+        """The mean wall time of one iteration (explore, label, retrain) so far, s; None
+        before the first has finished."""
+        history = state["history"]
+        done = [history[k]["seconds"].get("explore", 0.0) + history[k]["seconds"].get(
+                "label", 0.0) + history[k + 1]["seconds"].get("train", 0.0)
+                for k in range(len(history) - 1)
+                if "seconds" in history[k] and "seconds" in history[k + 1]
+                and "train" in history[k + 1]["seconds"]]
+        return float(np.mean(done)) if done else None
+
+    def time_left(self, state: dict, elapsed: float) -> float | None:
+        """Estimated seconds to the end: the iterations left at the mean iteration time so
+        far, less what the current one has spent; at most what is left of the budget."""
+        budget = 60.0 * self.cfg.budget.minutes or None
+        if state["stage"] == "done":
+            return 0.0
+        per = self.iteration_seconds(state)
+        left = None
+        if per is not None:
+            i = state["iteration"]
+            current = sum(self._entry(state, i).get("seconds", {}).get(k, 0.0)
+                          for k in ("explore", "label") if state["stage"] != "train")
+            iterations = self.cfg.budget.max_iterations - i
+            left = max(iterations * per - current, 0.0)
+        if budget is not None:
+            left = budget - elapsed if left is None else min(left, budget - elapsed)
+            left = max(left, 0.0)
+        return left
+
+    def _over_budget(self, state: dict, elapsed: float) -> bool:
+        """True where [budget] minutes is set and one more iteration, at the mean
+        iteration time so far, would end past it."""
+        if not self.cfg.budget.minutes:
+            return False
+        per = self.iteration_seconds(state)
+        return per is not None and elapsed + per > 60.0 * self.cfg.budget.minutes
+
+    def _progress(self, state: dict, elapsed: float) -> None:
+        """The overall progress line: iteration, stage, time spent, time left (minutes)."""
+        left = self.time_left(state, elapsed)
+        text = (f"iteration {state['iteration']} (at most {self.cfg.budget.max_iterations})"
+                f" | {state['stage']} | {_duration(elapsed)} spent | "
+                + ("time left unknown until an iteration has finished" if left is None
+                   else f"~{_duration(left)} left"))
+        self._say(text)
+
     # -- stages ----------------------------------------------------------------------
+    @property
+    def test_path(self) -> Path:
+        return self.out / "test.h5"
+
+    @property
+    def valid_path(self) -> Path:
+        return self.out / "valid.h5"
+
+    def independent(self) -> None:
+        """test.h5: [test] trajectories per temperature and starting structure, seeds
+        run.seed + 10000 + k (never trained on); valid.h5: n / 10 frames per [initial]
+        temperature with seed run.seed + 20000 (the fixed validation set). Both resume
+        where they stand, as the initial sampling does."""
+        t, c, seed = self.cfg.test, self.cfg.initial, self.cfg.run.seed
+        jobs = [(self.test_path, start, t.temperatures, t.n, t.interval, t.equilibration,
+                 seed + 10000 + k) for start in self.starts for k in range(t.trajectories)]
+        n_valid = max(c.n // 10, 2) if c.n else 0
+        jobs += [(self.valid_path, start, c.temperatures, n_valid, c.interval,
+                  c.equilibration, seed + 20000) for start in self.starts if n_valid]
+        if not jobs:
+            return
+        from tqdm import tqdm
+
+        total = sum(len(temps) * n for _, _, temps, n, *_ in jobs)
+        self._say(f"independent test and validation data: {total} frames with {self.method}")
+        with tqdm(total=total, desc="test+valid", unit="frame", disable=not self.progress,
+                  file=sys.stderr) as bar:
+            for path, (atoms, name), temps, n, interval, equilibration, s in jobs:
+                sample_xtb(path, atoms, name=name, temperatures=temps, n=n,
+                           method=self.method, interval=interval, timestep=c.timestep,
+                           friction=c.friction, equilibration=equilibration, seed=s,
+                           progress=bar.update, calculator=self.make)
+
+    def test_errors(self, model_path: Path) -> dict:
+        """Errors of a model on each trajectory of test.h5 (meV/A, meV/atom): per
+        temperature the worst trajectory's force MAE, and over all frames the force and
+        energy MAE and the mean energy offset <E_model - E_ref> / N."""
+        from ..ase.calculator import TFNCalculator
+
+        calc = TFNCalculator(str(model_path), dtype=self.cfg.run.dtype, compile=False)
+        per_traj: dict = {}
+        with H5Dataset(self.test_path) as ds:
+            for atoms in ds:
+                ref_e, ref_f = atoms.get_potential_energy(), atoms.get_forces()
+                atoms.calc = calc
+                key = (float(atoms.info[MD_TEMPERATURE]), str(atoms.info[MD_TRAJECTORY]))
+                rows = per_traj.setdefault(key, [])
+                rows.append((np.abs(atoms.get_forces() - ref_f).mean(),
+                             (atoms.get_potential_energy() - ref_e) / len(atoms)))
+        worst: dict = {}
+        for (temperature, _), rows in per_traj.items():
+            mae = 1000 * float(np.mean([f for f, _ in rows]))
+            worst[f"{temperature:g}"] = max(worst.get(f"{temperature:g}", 0.0), mae)
+        rows = [r for v in per_traj.values() for r in v]
+        return {"trajectories": len(per_traj), "frames": len(rows),
+                "worst_forces_mae_meV_per_A": worst,
+                "forces_mae_meV_per_A": 1000 * float(np.mean([f for f, _ in rows])),
+                "energy_mae_meV_per_atom": 1000 * float(np.mean([abs(e) for _, e in rows])),
+                "energy_offset_meV_per_atom": 1000 * float(np.mean([e for _, e in rows]))}
+
     def initial(self) -> None:
         c = self.cfg.initial
         if c.data and not self.data.exists():  # the whole copy appears at once, or nothing
@@ -238,13 +398,14 @@ class Learner:
 
         out = self.out / f"iter{i}" / "train"
         init = self.cfg.run.init if i == 0 else str(self.model_path(i - 1))
-        raw = self.cfg.train_dict(self.data, out, init, first=i == 0)
+        valid = self.valid_path if self.valid_path.exists() else None
+        raw = self.cfg.train_dict(self.data, out, init, first=i == 0, valid=valid)
         with H5Dataset(self.data) as ds:
             n_data = len(ds)
         self._say(f"iteration {i}: training on {n_data} labelled frames"
                   + (f" from {init}" if init else ""))
         trainer = Trainer(TrainConfig.from_dict(raw), resume=True, progress=self.progress)
-        split = (trainer.train_set.indices, trainer.valid_set.indices)
+        split = (trainer.train_set.indices, valid or self.data, trainer.valid_set.indices)
         try:
             result = trainer.fit()
         finally:  # data.h5 is appended to later in this process: drop every read handle
@@ -255,11 +416,18 @@ class Learner:
         entry = {"n_data": n_data, "valid_forces_mae": result.get("valid_forces_mae"),
                  "valid_energy_per_atom_mae": result.get("valid_energy_per_atom_mae")}
         entry["calibration"] = self.calibrate(i, out / "best.pt", *split)
+        if self.test_path.exists():
+            entry["independent"] = self.test_errors(self.model_path(i))
+            self._say(f"iteration {i}: on the independent trajectories " + ", ".join(
+                f"worst force MAE {v:.1f} meV/A at {t} K" for t, v in
+                entry["independent"]["worst_forces_mae_meV_per_A"].items())
+                + f"; energy offset {entry['independent']['energy_offset_meV_per_atom']:+.2f}"
+                " meV/atom")
         if self.cfg.run.test:
             entry["test"] = self.score(self.model_path(i), self.cfg.run.test)
         return entry
 
-    def calibrate(self, i: int, best: Path, train_idx, valid_idx) -> dict:
+    def calibrate(self, i: int, best: Path, train_idx, valid_file: Path, valid_idx) -> dict:
         """Fit the heads' force spread to training frames (:func:`calibrate_heads`, the
         mean unchanged) and the energy uncertainty to the held-out ones
         (:func:`calibrate_llpr`); write iter<i>/model.pt atomically. The energy threshold
@@ -273,7 +441,7 @@ class Learner:
 
         model = load_potential(best)
         train = GraphDataset(self.data, model.cutoff, train_idx)
-        valid = GraphDataset(self.data, model.cutoff, valid_idx)
+        valid = GraphDataset(valid_file, model.cutoff, valid_idx)
         try:
             n = len(train)
             stride = max(1, n // 800)  # frames spread over the whole file

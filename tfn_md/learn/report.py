@@ -50,6 +50,7 @@ def write_report(learner, state: dict) -> None:
     lines = ["# Active learning report", "",
              f"System {system}, reference {learner.method}, output {learner.out}.", "",
              f"Stopped: {_reason(learner, state)}.", "", header, "|---|---|---|---|---|---|---|"]
+    lines += _independent_table(history)
     pairs = {}
     for entry in history:
         i = entry["iteration"]
@@ -76,7 +77,38 @@ def write_report(learner, state: dict) -> None:
     _plot(learner, history, pairs)
 
 
+def _independent_table(history) -> list[str]:
+    """Per iteration: errors on the loop's own independent trajectories (test.h5) and the
+    shift of the mean energy offset since the previous iteration."""
+    rows = [e for e in history if "independent" in e]
+    if not rows:
+        return []
+    temps = list(rows[0]["independent"]["worst_forces_mae_meV_per_A"])
+    first = rows[0]["independent"]
+    title = (f"Independent reference trajectories (never trained on; "
+             f"{first['trajectories']} trajectories, {first['frames']} frames):")
+    lines = ["", title, "",
+             "| iteration | " + " | ".join(f"worst force MAE at {t} K (meV/A)" for t in temps)
+             + " | force MAE (meV/A) | energy MAE (meV/atom) | energy offset (meV/atom) | "
+             "offset shift (meV/atom) |",
+             "|---|" + "---|" * (len(temps) + 4)]
+    previous = None
+    for e in rows:
+        ind = e["independent"]
+        offset = ind["energy_offset_meV_per_atom"]
+        shift = "-" if previous is None else f"{offset - previous:+.2f}"
+        previous = offset
+        lines.append(f"| {e['iteration']} | " + " | ".join(
+            f"{ind['worst_forces_mae_meV_per_A'].get(t, float('nan')):.2f}" for t in temps)
+            + f" | {ind['forces_mae_meV_per_A']:.2f} | {ind['energy_mae_meV_per_atom']:.3f}"
+            f" | {offset:+.3f} | {shift} |")
+    return lines
+
+
 def _reason(learner, state) -> str:
+    if state.get("budget_stop"):
+        return (f"time budget: one more iteration would have ended past "
+                f"{learner.cfg.budget.minutes:g} min")
     if state.get("converged"):
         return (f"converged: the exploration of iteration {state['iteration']} found no frame "
                 f"above {learner.cfg.explore.threshold} eV/A")
@@ -97,9 +129,14 @@ def _plot(learner, history, pairs) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
     it = [e["iteration"] for e in history]
     ax = axes[0]
-    for key, label in (("valid_forces_mae", "validation"), ("test", "test")):
-        values = [(e["test"]["forces_mae"] if key == "test" and "test" in e else e.get(key))
-                  for e in history]
+    for key, label in (("valid_forces_mae", "validation"), ("test", "test"),
+                       ("independent", "independent")):
+        if key == "independent":
+            values = [e[key]["forces_mae_meV_per_A"] / 1000 if key in e else None
+                      for e in history]
+        else:
+            values = [(e["test"]["forces_mae"] if key == "test" and "test" in e
+                       else e.get(key)) for e in history]
         pts = [(i, 1000 * v) for i, v in zip(it, values) if v is not None]
         if pts:
             ax.plot(*zip(*pts), "o-", label=f"{label} force MAE")

@@ -95,6 +95,22 @@ def batch_loss(model, graph, targets, weights, training=True, global_counts=None
     return loss, out
 
 
+# metric name prefixes -> (unit, factor from the labels' unit): the epoch lines
+_UNITS = (("energy_per_atom", "meV/atom", 1000.0), ("energy", "meV", 1000.0),
+          ("forces", "meV/A", 1000.0), ("stress", "meV/A^3", 1000.0),
+          ("charges", "me", 1000.0), (keys.DIPOLE, "me*A", 1000.0),
+          ("", "(the label's unit)", 1.0))
+
+
+def _with_unit(name: str, value: float) -> str:
+    """One metric of an epoch line with its unit: "forces_mae 41.1 meV/A"; the loss is a
+    weighted sum of terms of different units and says so."""
+    if name == "loss":
+        return f"loss {value:.4g} (weighted sum)"
+    unit, factor = next((u, f) for prefix, u, f in _UNITS if name.startswith(prefix))
+    return f"{name} {value * factor:.4g} {unit}"
+
+
 def evaluate_model(model, loader, device="cpu", vectors=()) -> dict:
     """MAE and RMSE (per component) of every term of :mod:`tfn_md.train.losses` present in
     the data: energy per atom (eV/atom), forces (eV/A), stress (eV/A^3), the vector labels
@@ -376,8 +392,9 @@ class Trainer:
                 self.save(self.out / "last.pt", self.model)
                 self._write_csv()
                 if self.progress:
-                    print(f"epoch {self.epoch}: train loss {train_loss:.4g}, valid "
-                          + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
+                    print(f"epoch {self.epoch}: train loss {train_loss:.4g} (weighted sum), "
+                          "valid " + ", ".join(_with_unit(k, v) for k, v in metrics.items()),
+                          flush=True)
         if self.rank == 0 and cfg.run.plots:
             self.plot()
         return self.history[-1] if self.history else {}
