@@ -80,6 +80,29 @@ def _env() -> dict:
             "TFN_MD_COMPILE": "0"}
 
 
+def kill_while_labelling(command: list[str], cwd: Path, env: dict, log: Path) -> None:
+    """Start ``tfn-md learn`` (a SlowEMT reference logging to ``log``, 1 s per label) and
+    kill -9 it inside the computation of its second label."""
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline:  # wait for the first finished label
+            if log.exists() and log.read_text().count("\n") >= 1:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"learn ended before labelling: {proc.stderr.read()[-3000:]}")
+            time.sleep(0.05)
+        else:
+            pytest.fail("no label within 400 s")
+        time.sleep(0.5)  # inside the next label's computation (1 s each)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def _labels(data: Path) -> list[tuple[int, int]]:
     with H5Dataset(data) as ds:
         mask = ds.mask("al_iteration")
@@ -123,24 +146,7 @@ def test_kill9_while_labelling_then_resume_loses_and_repeats_nothing(tmp_path: P
     log = tmp_path / "labels.log"
     config = _setup(tmp_path, "tests.helpers:SlowEMT",
                     f'{{ log = "{log}", delay = 1.0 }}')
-    proc = subprocess.Popen(_command(config), cwd=tmp_path, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 400
-        while time.time() < deadline:  # wait for the first finished label
-            if log.exists() and log.read_text().count("\n") >= 1:
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"learn ended before labelling: {proc.stderr.read()[-3000:]}")
-            time.sleep(0.05)
-        else:
-            pytest.fail("no label within 400 s")
-        time.sleep(0.5)  # inside the next label's computation (1 s each)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_while_labelling(_command(config), tmp_path, _env(), log)
     state = json.loads((tmp_path / "out" / "state.json").read_text())
     assert state["stage"] == "label"  # killed while labelling
     stored_before = _labels(tmp_path / "out" / "data.h5")

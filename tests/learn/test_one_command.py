@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import ase.io
 import pytest
 from ase.build import bulk
 
+from tests.learn.test_learn import kill_while_labelling
 from tfn_md.cli import main
 from tfn_md.data import H5Dataset
 from tfn_md.learn.config import LearnConfig
@@ -132,24 +131,7 @@ def test_one_command_kill9_while_labelling_then_resume(tmp_path: Path):
     log = tmp_path / "labels.log"
     env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TFN_MD_COMPILE": "0",
            "SLOW_EMT_LOG": str(log), "SLOW_EMT_DELAY": "1.0", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.Popen(_command("out"), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 400
-        while time.time() < deadline:  # wait for the first finished label
-            if log.exists() and log.read_text().count("\n") >= 1:
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"learn ended before labelling: {proc.stderr.read()[-3000:]}")
-            time.sleep(0.05)
-        else:
-            pytest.fail("no label within 400 s")
-        time.sleep(0.5)  # inside the next label's computation (1 s each)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_while_labelling(_command("out"), tmp_path, env, log)
     out = tmp_path / "out"
     assert json.loads((out / "state.json").read_text())["stage"] == "label"
     done = subprocess.run(_command("out"), cwd=tmp_path, env=env, capture_output=True,
