@@ -4,6 +4,7 @@
     python benchmarks/bench_md.py --steps 500 --skip-xtb
     python benchmarks/bench_md.py --cold-cache    # compile from scratch
     python benchmarks/bench_md.py --threads default   # only the user's default setting
+    python benchmarks/bench_md.py --potential learn-X/final.pt --molecule X   # another one
 
 The job: ``tfn-md md --potential ethanol-gfn2 --molecule CH3CH2OH --steps 2000
 --temperature 300 -o ethanol.traj`` (Langevin NVT, 0.5 fs, friction 0.01/fs, a frame every
@@ -42,6 +43,7 @@ from pathlib import Path
 WARM = 25  # steps of start-up in the in-process runs (compile="auto" compiles at step 20)
 TIMESTEP, FRICTION, TEMPERATURE, INTERVAL, SEED = 0.5, 0.01, 300.0, 10, 0  # tfn-md md defaults
 CLI = Path(sys.executable).with_name("tfn-md")
+POTENTIAL, MOLECULE = "ethanol-gfn2", "CH3CH2OH"  # set by --potential, --molecule
 
 
 def worker(engine: str, steps: int, launched: float, out: str, threads: str) -> None:
@@ -54,7 +56,7 @@ def worker(engine: str, steps: int, launched: float, out: str, threads: str) -> 
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
-    atoms = molecule("CH3CH2OH")
+    atoms = molecule(MOLECULE)
     if engine == "tfn_md":
         import torch
 
@@ -62,7 +64,7 @@ def worker(engine: str, steps: int, launched: float, out: str, threads: str) -> 
 
         if threads != "default":
             torch.set_num_threads(int(threads))
-        atoms.calc = TFNCalculator("ethanol-gfn2")  # the CLI's defaults
+        atoms.calc = TFNCalculator(POTENTIAL)  # the CLI's defaults
     else:
         from tblite.ase import TBLite
 
@@ -108,7 +110,7 @@ def run_worker(engine: str, steps: int, folder: Path, env: dict, threads: str) -
     launched = time.time()
     cmd = [sys.executable, __file__, "--worker", engine, "--steps", str(steps),
            "--launched", repr(launched), "--out", str(folder / f"{engine}.traj"),
-           "--threads", threads]
+           "--threads", threads, "--potential", POTENTIAL, "--molecule", MOLECULE]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
     t = json.loads(out.strip().splitlines()[-1])
     ended = time.time()
@@ -121,8 +123,8 @@ def run_worker(engine: str, steps: int, folder: Path, env: dict, threads: str) -
 
 def run_cli(steps: int, folder: Path, env: dict, threads: str) -> dict:
     flags = [] if threads == "default" else ["--threads", threads]
-    cmd = [str(CLI), *flags, "md", "--potential", "ethanol-gfn2", "--molecule",
-           "CH3CH2OH", "--steps", str(steps), "--temperature", "300", "-o", "ethanol.traj"]
+    cmd = [str(CLI), *flags, "md", "--potential", POTENTIAL, "--molecule", MOLECULE,
+           "--steps", str(steps), "--temperature", "300", "-o", "md.traj"]
     start = time.perf_counter()
     out = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, env=env,
                          check=True).stdout
@@ -141,16 +143,23 @@ def main():
                         help="fresh, empty compile caches for each tfn_md run")
     parser.add_argument("--threads", action="append", choices=["default", "1", "2"],
                         help="thread settings to run (repeatable; default: default and 1)")
+    parser.add_argument("--potential", default="ethanol-gfn2",
+                        help="shipped name or checkpoint (an absolute path or one from here)")
+    parser.add_argument("--molecule", default="CH3CH2OH", help="ase.build.molecule name")
     parser.add_argument("--worker", choices=["tfn_md", "xtb"], help=argparse.SUPPRESS)
     parser.add_argument("--launched", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global POTENTIAL, MOLECULE
+    POTENTIAL = str(Path(args.potential).resolve()) if Path(args.potential).exists() \
+        else args.potential
+    MOLECULE = args.molecule
     if args.worker:
         return worker(args.worker, args.steps, args.launched, args.out, args.threads[0])
     if args.steps <= WARM:
         parser.error(f"--steps must be more than {WARM}")
     cache = "fresh, empty (--cold-cache)" if args.cold_cache else "the ordinary disk cache"
-    print(f"## Ethanol Langevin MD, {args.steps} steps of {TIMESTEP} fs at {TEMPERATURE:.0f} K; "
+    print(f"## {MOLECULE} Langevin MD with {args.potential}, {args.steps} steps of {TIMESTEP} fs at {TEMPERATURE:.0f} K; "
           f"tfn_md compile cache: {cache}\n")
     print(f"| threads | run | import + load s | first {WARM} steps s | start-up s | "
           f"steps/s after start-up | total wall s |")
