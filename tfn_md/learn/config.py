@@ -1,7 +1,7 @@
 """The configuration of ``tfn-md learn``: a TOML file of typed sections.
 
-Every key, commented, with its default: ``tfn_md/learn/template.toml``, printed by
-``tfn-md learn --template``. Sections: [system] (a molecule name or structure files),
+Every key, commented, with the value the one-command path uses:
+``tfn_md/learn/template.toml``, printed by ``tfn-md learn --template``. Sections: [system] (a molecule name or structure files),
 [reference] (a tblite method or an ASE calculator ``module:Class``), [initial] (reference
 MD before the first training), [test] (independent reference trajectories, never trained
 on), [explore] (MD with the potential and what flags a frame), [budget] (labels,

@@ -33,9 +33,9 @@ energy zero. Retrainings start from the last weights at ``optim.retrain_lr`` wit
 cosine (``retrain_epochs``). One progress line per stage: the iteration, the stage, the
 time spent and an estimate of the time left.
 
-Everything lives in [run] out: ``test.h5``, ``valid.h5``, ``state.json`` (stage and history, written atomically
-after each stage), ``data.h5`` (all labels; every append is committed atomically, see
-docs/dataset-format.md), ``iter<i>/train`` (a ``tfn-md train`` run: best.pt, last.pt,
+Everything lives in [run] out: ``test.h5``, ``valid.h5``, ``state.json`` (stage and
+history, written atomically after each stage), ``data.h5`` (all labels; every append is
+committed atomically, see docs/dataset-format.md), ``iter<i>/train`` (a ``tfn-md train`` run: best.pt, last.pt,
 metrics), ``iter<i>/candidates.h5`` and ``iter<i>/selected.h5`` (written atomically before
 labelling starts), ``final.pt``, ``report.md`` and ``report.png``.
 
