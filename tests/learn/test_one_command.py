@@ -148,7 +148,11 @@ def test_one_command_kill9_while_labelling_then_resume(tmp_path: Path):
         assert len(test) == 2 * 2 * 3 and len(valid) == 2 * 2  # never trained on
         assert len(set(test.column("md_trajectory"))) == 4
     report = (out / "report.md").read_text()
+    lines = report.splitlines()  # the iterations' table, then the independent one
+    first = lines.index("|---|---|---|---|---|---|---|") + 1
+    assert [line.split(" | ")[0] for line in lines[first:first + 3]] == ["| 0", "| 1", "| 2"]
     assert "Independent reference trajectories" in report and "offset shift" in report
+    assert report.index("Independent reference") > report.index(lines[first + 2])
     history = json.loads((out / "state.json").read_text())["history"]
     assert all("independent" in h for h in history)
     offsets = [h["independent"]["energy_offset_meV_per_atom"] for h in history]

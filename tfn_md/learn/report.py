@@ -50,7 +50,6 @@ def write_report(learner, state: dict) -> None:
     lines = ["# Active learning report", "",
              f"System {system}, reference {learner.method}, output {learner.out}.", "",
              f"Stopped: {_reason(learner, state)}.", "", header, "|---|---|---|---|---|---|---|"]
-    lines += _independent_table(history)
     pairs = {}
     for entry in history:
         i = entry["iteration"]
@@ -63,6 +62,7 @@ def write_report(learner, state: dict) -> None:
                      f"{entry.get('selected', '-')} |")
         if entry.get("labelled"):
             pairs[i] = selected_errors(learner, i)
+    lines += _independent_table(history)
     predicted = np.concatenate([p for p, _ in pairs.values()]) if pairs else np.zeros(0)
     true = np.concatenate([t for _, t in pairs.values()]) if pairs else np.zeros(0)
     if len(predicted) > 2:
