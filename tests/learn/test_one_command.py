@@ -84,6 +84,8 @@ def test_command_line_picks_crystal_defaults_for_periodic_structures(tmp_path):
     assert cfg.system.structure == str(tmp_path / "cu.xyz")
     with pytest.raises(ValueError, match="exactly one of --method"):
         command_config(molecule="CH4")
+    with pytest.raises(ValueError, match="unknown molecule 'NOPE'"):
+        command_config(molecule="NOPE", method="GFN2-xTB")
     with pytest.raises(SystemExit):  # argparse: a file and options together
         main(["learn", "my.toml", "--molecule", "CH4"])
 

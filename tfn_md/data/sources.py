@@ -444,6 +444,11 @@ def molecule_or_file(
     if molecule is not None:
         from ase.build import molecule as build
 
-        return build(molecule), molecule
+        try:
+            return build(molecule), molecule
+        except KeyError:
+            raise ValueError(f"unknown molecule {molecule!r}: ase.build.molecule knows names "
+                             "such as CH3CH2OH, H2O, CH3CH2NH2 (ase.collections.g2.names); or "
+                             "give a structure file") from None
     path = Path(os.fspath(structure))
     return ase.io.read(path), path.name
