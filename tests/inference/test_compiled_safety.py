@@ -305,9 +305,10 @@ def test_trim_cache_removes_least_recently_used_beyond_the_cap(cache, monkeypatc
     assert set(folder.glob("*.pt2")) == {paths[0], paths[1]}
     assert programs.trim_cache(folder, limit=2**20) == [paths[1]]
     assert set(folder.glob("*.pt2")) == {paths[0]}
-    monkeypatch.setenv("TFN_MD_CACHE_MB", "lots")
-    with pytest.raises(ValueError, match="TFN_MD_CACHE_MB"):
-        programs.cache_limit()
+    for bad in ("lots", "-1", "nan"):  # a warning naming it, and the default cap
+        monkeypatch.setenv("TFN_MD_CACHE_MB", bad)
+        with pytest.warns(RuntimeWarning, match="TFN_MD_CACHE_MB"):
+            assert programs.cache_limit() == programs.CACHE_MB * 2**20
 
 
 def test_cache_stays_under_its_cap_when_more_programs_are_compiled_than_fit(cache,

@@ -45,6 +45,7 @@ Safe by construction:
 import functools
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -169,9 +170,12 @@ def cache_limit() -> int:
     try:
         mb = float(raw) if raw else CACHE_MB
     except ValueError:
-        raise ValueError(f"TFN_MD_CACHE_MB={raw!r}: a size in MiB, e.g. 2048") from None
-    if not mb > 0:
-        raise ValueError(f"TFN_MD_CACHE_MB={raw!r}: must be > 0")
+        mb = math.nan
+    if not (mb > 0 and math.isfinite(mb)):  # a warning, not a failure in the middle of MD
+        warnings.warn(f"TFN_MD_CACHE_MB={raw!r} is not a size in MiB > 0 (e.g. 2048): the "
+                      f"program cache keeps the default cap, {CACHE_MB} MiB", RuntimeWarning,
+                      stacklevel=2)
+        mb = CACHE_MB
     return int(mb * 2**20)
 
 
