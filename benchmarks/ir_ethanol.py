@@ -30,7 +30,6 @@ frequency and intensity of both.
 import argparse
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -172,12 +171,12 @@ def harmonic_ir(method: str, potential: str):
     with tempfile.TemporaryDirectory() as tmp:
         ir = Infrared(atoms, name=os.path.join(tmp, "ir"), delta=0.01, nfree=2)
         ir.run()
-        ir.summary(log=open(os.devnull, "w"))  # noqa: SIM115 (computes the intensities)
+        with open(os.devnull, "w") as sink:
+            ir.summary(log=sink)  # computes the intensities
         freq = np.real(ir.get_frequencies())
         intensities = np.asarray(ir.intensities)
         modes = np.array([ir.get_vibrations().get_modes(all_atoms=True)[i].ravel()
                           for i in range(len(freq))])
-        shutil.rmtree(tmp, ignore_errors=True)
     m = np.sqrt(np.repeat(atoms.get_masses(), 3))
     modes = modes * m  # mass-weighted, then normalised
     modes /= np.linalg.norm(modes, axis=1, keepdims=True)

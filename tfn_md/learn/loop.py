@@ -267,7 +267,8 @@ class Learner:
         left = None
         if per is not None:
             i = state["iteration"]
-            current = sum(self._entry(state, i).get("seconds", {}).get(k, 0.0)
+            entry = state["history"][i] if i < len(state["history"]) else {}
+            current = sum(entry.get("seconds", {}).get(k, 0.0)
                           for k in ("explore", "label") if state["stage"] != "train")
             iterations = self.cfg.budget.max_iterations - i
             left = max(iterations * per - current, 0.0)
