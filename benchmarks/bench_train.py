@@ -18,7 +18,9 @@ no validation).
 
 * tfn_md: :class:`tfn_md.train.trainer.Trainer.train_epoch` with the model and loss of
   ``tfn-md learn``'s template (``energy_heads = 8``, the ``energy_nll`` term) and
-  ``batch_size = 8``: what the one-command loop runs.
+  ``batch_size = 8``: what the one-command loop runs, with its compiled training step
+  (``run.compile = true``; the warm-up epoch includes compiling it), and again eagerly
+  ("tfn_md-eager", ``run.compile = false``).
 * MACE 0.3.16: ``ScaleShiftMACE`` as in ``../shared/peers/mace_calc.py`` (correlation 3,
   hidden 32x0e+32x1o+32x2e), its ``AtomicData`` and ``torch_geometric`` loader,
   ``model(batch, training=True)``.
@@ -56,7 +58,7 @@ def _batches(items: list, size: int) -> list[list]:
     return [items[k : k + size] for k in range(0, len(items), size)]
 
 
-def work_tfn_md(frames_h5: str, epochs: int) -> dict:
+def work_tfn_md(frames_h5: str, epochs: int, compile: bool = True) -> dict:
     import tomllib
 
     from tfn_md.learn.defaults import TEMPLATE
@@ -70,7 +72,8 @@ def work_tfn_md(frames_h5: str, epochs: int) -> dict:
                   "cutoff": CUTOFF},
         "loss": {**template["loss"], "forces": W_FORCES},
         "optim": {"lr": LR, "epochs": 1 + epochs},
-        "run": {"out": tempfile.mkdtemp(), "plots": False}})
+        "run": {"out": tempfile.mkdtemp(), "plots": False, "dtype": "float32",
+                "compile": compile}})
     trainer = Trainer(cfg, progress=False)
     n_params = sum(p.numel() for p in trainer.model.parameters())
 
@@ -177,7 +180,8 @@ def work_nequip(xyz: str, epochs: int) -> dict:
             "epoch_seconds": _timed_epochs(epoch, epochs)}
 
 
-WORKERS = {"tfn_md": work_tfn_md, "mace": work_mace, "nequip": work_nequip}
+WORKERS = {"tfn_md": work_tfn_md, "tfn_md-eager": lambda h5, epochs: work_tfn_md(h5, epochs, False),
+           "mace": work_mace, "nequip": work_nequip}
 
 
 def write_frames(h5_path: str, n: int, folder: Path) -> tuple[str, str, int, int]:
@@ -227,7 +231,7 @@ def main(argv=None) -> None:
     print(f"data: {n_frames} frames of {n_atoms} atoms from {args.data}; width {WIDTH}, "
           f"l_max {LMAX}, {LAYERS} layers, cutoff {CUTOFF} A, float32, batch {BATCH}, "
           f"threads {args.threads}, {args.epochs} timed epochs after 1 warm-up", flush=True)
-    pythons = {"tfn_md": sys.executable, "mace": args.mace_python,
+    pythons = {"tfn_md": sys.executable, "tfn_md-eager": sys.executable, "mace": args.mace_python,
                "nequip": args.nequip_python}
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     if args.threads != "default":
@@ -238,7 +242,7 @@ def main(argv=None) -> None:
             print(f"{name}: skipped, no Python at {pythons[name]} (see --{name}-python)")
             continue
         cmd = [pythons[name], __file__, "--worker", name, "--epochs", str(args.epochs),
-               "--threads", args.threads, "--input", h5 if name == "tfn_md" else xyz]
+               "--threads", args.threads, "--input", h5 if name.startswith("tfn_md") else xyz]
         run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         if run.returncode != 0:
             print(f"{name}: failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
@@ -247,7 +251,7 @@ def main(argv=None) -> None:
         timed = sorted(r["epoch_seconds"][1:])
         r["median"] = timed[len(timed) // 2]
         results[name] = r
-        print(f"{name:7s} params {r['params']:7d}  warm-up epoch {r['epoch_seconds'][0]:7.2f} s"
+        print(f"{name:12s} params {r['params']:7d}  warm-up epoch {r['epoch_seconds'][0]:7.2f} s"
               f"  epoch {r['median']:7.2f} s  ({1000 * r['median'] / n_frames:.2f} ms/frame)",
               flush=True)
     if "tfn_md" in results:

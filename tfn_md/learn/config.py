@@ -1,12 +1,13 @@
 """The configuration of ``tfn-md learn``: a TOML file of typed sections.
 
 Every key, commented, with the value the one-command path uses:
-``tfn_md/learn/template.toml``, printed by ``tfn-md learn --template``. Sections: [system] (a molecule name or structure files),
-[reference] (a tblite method or an ASE calculator ``module:Class``), [initial] (reference
-MD before the first training), [test] (independent reference trajectories, never trained
-on), [explore] (MD with the potential and what flags a frame), [budget] (labels,
-iterations, minutes), [model] [loss] [optim] (as in ``tfn-md train``, with
-``retrain_epochs`` and ``retrain_lr``), [run] (output folder, seed, dtype, device).
+``tfn_md/learn/template.toml``, printed by ``tfn-md learn --template``. Sections:
+[system] (a molecule name or structure files), [reference] (a tblite method or an ASE
+calculator ``module:Class``), [initial] (reference MD before the first training), [test]
+(independent reference trajectories, never trained on), [explore] (MD with the potential
+and what flags a frame), [budget] (labels, iterations, minutes), [model] [loss] [optim]
+(as in ``tfn-md train``, with ``retrain_epochs`` and ``retrain_lr``), [run] (output
+folder, seed, dtype, device, whether the training step is compiled).
 A key a file leaves out takes the default of the dataclasses below (so files written
 before keep their meaning); the one-command path starts from the template's values.
 
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..train.config import section_tables
-from ..validation import check_int, check_real
+from ..validation import check_bool, check_int, check_real
 
 __all__ = ["LearnConfig", "load_learn_config"]
 
@@ -90,6 +91,7 @@ class RunSection:
     device: str = "cpu"
     test: str = ""
     init: str = ""
+    compile: bool = True  # the training step compiled (tfn_md.train.compiled_step)
 
 
 @dataclass
@@ -183,6 +185,7 @@ class LearnConfig:
         check_int("run.seed", self.run.seed, 0)
         if self.run.dtype not in ("float32", "float64"):
             raise ValueError(f"run.dtype = {self.run.dtype!r} is not allowed: float32, float64")
+        check_bool("run.compile", self.run.compile)
         self.model.setdefault("energy_heads", 8)
         if int(self.model["energy_heads"]) < 2:
             raise ValueError(f"model.energy_heads = {self.model['energy_heads']} is not allowed "
@@ -212,7 +215,7 @@ class LearnConfig:
             "loss": loss,
             "optim": optim,
             "run": {"out": str(out), "seed": self.run.seed, "dtype": self.run.dtype,
-                    "device": self.run.device, "init": init},
+                    "device": self.run.device, "init": init, "compile": self.run.compile},
         }
 
 

@@ -35,9 +35,10 @@ time spent and an estimate of the time left.
 
 Everything lives in [run] out: ``test.h5``, ``valid.h5``, ``state.json`` (stage and
 history, written atomically after each stage), ``data.h5`` (all labels; every append is
-committed atomically, see docs/dataset-format.md), ``iter<i>/train`` (a ``tfn-md train`` run: best.pt, last.pt,
-metrics), ``iter<i>/candidates.h5`` and ``iter<i>/selected.h5`` (written atomically before
-labelling starts), ``final.pt``, ``report.md`` and ``report.png``.
+committed atomically, see docs/dataset-format.md), ``iter<i>/train`` (a ``tfn-md train``
+run: best.pt, last.pt, metrics), ``iter<i>/candidates.h5`` and ``iter<i>/selected.h5``
+(written atomically before labelling starts), ``final.pt``, ``report.md`` and
+``report.png``.
 
 Resuming (run the same command again after a crash or ``kill -9``): the stage in
 ``state.json`` is redone from where it stands. The initial sampling continues after its
@@ -231,7 +232,8 @@ class Learner:
 
     def _check_same_run(self, now: dict) -> None:
         """Resuming: the folder's run must have the same configuration, [budget] aside
-        (it may be extended); sections an older version did not write are not compared."""
+        (it may be extended); sections and keys an older version did not write are not
+        compared."""
         path = self.out / "config.json"
         if not (self.state_path.exists() and path.exists()):
             return
@@ -239,7 +241,7 @@ class Learner:
         changed = [f"{name}.{key}" for name, section in now.items()
                    if name != "budget" and isinstance(section, dict) and name in before
                    for key in sorted(set(section) | set(before[name]))
-                   if section.get(key) != before[name].get(key)]
+                   if key in before[name] and section.get(key) != before[name].get(key)]
         if changed:
             raise ValueError(f"{self.out} holds a run of another configuration "
                              f"({', '.join(changed)} differ): run it again as it was, or "

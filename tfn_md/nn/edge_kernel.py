@@ -90,9 +90,9 @@ def tracing_for_compiler() -> bool:
 
 
 def chunk_edges(n_edges: int, k: int, c: int) -> list[slice]:
+    if tracing_for_compiler():  # one chunk, its size left symbolic
+        return [slice(0, n_edges)] if n_edges != 0 else []
     size = max(64, CHUNK_ELEMENTS // max(k * c, 1))
-    if tracing_for_compiler():
-        size = max(n_edges, 1)
     return [slice(s, min(s + size, n_edges)) for s in range(0, n_edges, size)]
 
 
@@ -167,7 +167,7 @@ def _weighted(msg: Tensor, w: Tensor, groups, out: Tensor | None = None) -> Tens
     written into ``out`` [e, K_b, c] (a view may be given) unless autograd records (then
     a differentiable concatenation)."""
     e, _, c = msg.shape
-    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+    if torch.is_grad_enabled() or torch.compiler.is_compiling() or tracing_for_compiler():
         return torch.cat(
             [(msg[:, q0:q1].view(e, p1 - p0, m, c) * w[:, p0:p1, None, :]).view(e, q1 - q0, c)
              for p0, p1, q0, q1, m in groups], dim=1)
@@ -249,11 +249,13 @@ class FusedEdgeConv(torch.autograd.Function):
                 body = kernels(plan, radial, "forward", args, weights)
                 out.index_add_(0, dst[sl], body(*args, *weights)[: sl.stop - sl.start])
         else:
-            buffer = xt.new_empty(chunks[0].stop if chunks else 0, plan.n_cols, c)
+            buffer = None if tracing_for_compiler() else xt.new_empty(
+                chunks[0].stop if chunks else 0, plan.n_cols, c)
             for sl in chunks:
                 e = sl.stop - sl.start
                 weighted = forward_chunk(plan, radial, y[sl], xt[src[sl]],
-                                          [t[sl] for t in edge_in], params, out=buffer[:e])
+                                          [t[sl] for t in edge_in], params,
+                                          out=None if buffer is None else buffer[:e])
                 out.index_add_(0, dst[sl], weighted)
         ctx.save_for_backward(xt, y, src, dst, *tensors)
         ctx.plan, ctx.radial, ctx.kernels = plan, radial, kernels

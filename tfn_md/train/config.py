@@ -35,6 +35,9 @@
     seed = 0
     dtype = "float64"
     device = "cpu"
+    compile = false               # true: the training step traced and compiled by Inductor
+                                  # (about 1.7x faster per step, a minute of compiling
+                                  # once; tfn_md.train.compiled_step)
 
 The resolved configuration is stored inside every checkpoint.
 """
@@ -90,6 +93,7 @@ class RunSection:
     device: str = "cpu"
     plots: bool = True
     init: str = ""  # start from these weights (checkpoint path or shipped name), not at random
+    compile: bool = False  # compile the training step (tfn_md.train.compiled_step)
 
 
 @dataclass
@@ -218,7 +222,7 @@ _CHECKS = {
               "ema_decay": _fraction(True), "early_stop": _int(1),
               "grad_clip": _real(0.0, strict=True)},
     "run": {"out": _text, "seed": _int(0), "dtype": _choice("float32", "float64"),
-            "device": _device, "plots": check_bool, "init": _text},
+            "device": _device, "plots": check_bool, "init": _text, "compile": check_bool},
 }
 
 

@@ -23,7 +23,7 @@ import torch
 
 from .. import keys
 
-__all__ = ["Term", "loss_from_metrics", "residuals", "terms"]
+__all__ = ["Term", "differences", "loss_from_metrics", "residuals", "terms"]
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,16 @@ def terms(weights) -> list[Term]:
 def residuals(term: Term, out: dict, targets: dict, graph) -> torch.Tensor:
     """[k, components] residuals of the k labelled items of ``term`` in this batch."""
     mask = targets[f"{term.name}_mask"]
+    return differences(term, out, targets, graph)[mask].reshape(-1, term.components)
+
+
+def differences(term: Term, out: dict, targets: dict, graph) -> torch.Tensor:
+    """Residuals of every item of ``term`` in this batch, labelled or not (the mask
+    ``targets[name + "_mask"]`` says which count), shaped [items, ...]."""
     label = targets[term.name]
     if term.name == keys.ENERGY:
-        n_atoms = torch.bincount(graph.batch, minlength=graph.n_graphs).to(label.dtype)
+        n_atoms = label.new_zeros(graph.n_graphs).index_add_(
+            0, graph.batch, label.new_ones(graph.batch.shape[0]))
         diff = (out[keys.ENERGY] - label) / n_atoms
     elif term.name in (keys.FORCES, keys.STRESS):
         diff = out[term.name] - label
@@ -66,7 +73,7 @@ def residuals(term: Term, out: dict, targets: dict, graph) -> torch.Tensor:
         if term.name not in targets.per_atom:
             pred = pred.new_zeros(graph.n_graphs, 3).index_add_(0, graph.batch, pred)
         diff = pred - label
-    return diff[mask].reshape(-1, term.components)
+    return diff
 
 
 def needs(weights, targets: dict) -> dict[str, bool]:

@@ -48,6 +48,7 @@ from ..data.loader import (
 from ..data.reader import H5Dataset
 from ..inference.response import compute_response
 from ..model import TFN
+from .compiled_step import CompiledStep
 from .config import TrainConfig
 from .losses import Term, loss_from_metrics, needs, residuals, terms
 
@@ -268,6 +269,7 @@ class Trainer:
                     h5, train_idx, self.model.species, cutoff)))
         self.model = self.model.to(self.device, self.dtype)
         self.ema = copy.deepcopy(self.model)
+        self.step = CompiledStep(self.model, cfg.loss) if cfg.run.compile else None
         o = cfg.optim
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         if o.schedule == "cosine":
@@ -312,7 +314,9 @@ class Trainer:
             names = [term.name for term in terms(self.cfg.loss)]
             vec = _all_sum(torch.tensor([counts.get(n, 0) for n in names], dtype=torch.float64))
             counts = dict(zip(names, vec.tolist()))
-        if len(mine):
+        if len(mine) and self.step is not None:  # run.compile
+            loss_value = self.step.accumulate(graph, t, counts)
+        elif len(mine):
             loss, _ = batch_loss(self.model, graph, t, self.cfg.loss, True, counts)
             loss.backward()
             loss_value = float(loss.detach())
