@@ -167,7 +167,7 @@ def _weighted(msg: Tensor, w: Tensor, groups, out: Tensor | None = None) -> Tens
     written into ``out`` [e, K_b, c] (a view may be given) unless autograd records (then
     a differentiable concatenation)."""
     e, _, c = msg.shape
-    if torch.is_grad_enabled() or torch.compiler.is_compiling() or tracing_for_compiler():
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
         return torch.cat(
             [(msg[:, q0:q1].view(e, p1 - p0, m, c) * w[:, p0:p1, None, :]).view(e, q1 - q0, c)
              for p0, p1, q0, q1, m in groups], dim=1)
@@ -249,13 +249,11 @@ class FusedEdgeConv(torch.autograd.Function):
                 body = kernels(plan, radial, "forward", args, weights)
                 out.index_add_(0, dst[sl], body(*args, *weights)[: sl.stop - sl.start])
         else:
-            buffer = None if tracing_for_compiler() else xt.new_empty(
-                chunks[0].stop if chunks else 0, plan.n_cols, c)
+            buffer = xt.new_empty(chunks[0].stop if chunks else 0, plan.n_cols, c)
             for sl in chunks:
                 e = sl.stop - sl.start
                 weighted = forward_chunk(plan, radial, y[sl], xt[src[sl]],
-                                          [t[sl] for t in edge_in], params,
-                                          out=None if buffer is None else buffer[:e])
+                                          [t[sl] for t in edge_in], params, out=buffer[:e])
                 out.index_add_(0, dst[sl], weighted)
         ctx.save_for_backward(xt, y, src, dst, *tensors)
         ctx.plan, ctx.radial, ctx.kernels = plan, radial, kernels
