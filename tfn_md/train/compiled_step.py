@@ -64,16 +64,17 @@ class CompiledStep:
     """Loss and weight gradients of a batch for one model and one loss configuration,
     traced and compiled once per kind of batch (see the module docstring)."""
 
-    def __init__(self, model: torch.nn.Module, weights):
-        self.model, self.weights = model, weights
+    def __init__(self, model: torch.nn.Module, weights, eager_loss):
+        """``eager_loss(graph, targets, counts)``: the batch's loss, eagerly (a tensor with
+        its graph: :func:`tfn_md.train.trainer.batch_loss`), for the batches and kinds
+        that are not compiled and for the check of the first."""
+        self.model, self.weights, self.eager_loss = model, weights, eager_loss
         self.programs: dict = {}  # kind -> compiled callable, or None: eager
 
     def accumulate(self, graph: Graph, targets: Targets, counts: dict) -> float:
         """Add dL/dweights of this batch to the weights' ``.grad`` -> L. ``counts``: the
         labelled items of each term (:func:`tfn_md.train.trainer.label_counts`, over all
         processes under data parallelism)."""
-        from .trainer import batch_loss
-
         names = [t.name for t in terms(self.weights) if t.name in targets]
         kind = (tuple(names), tuple(sorted(targets.per_atom & set(names))),
                 graph.node_scalars is not None, graph.charge is not None,
@@ -85,7 +86,7 @@ class CompiledStep:
         if program is False and not small:
             return self._first(kind, graph, targets, counts)
         if program in (None, False) or small:
-            loss, _ = batch_loss(self.model, graph, targets, self.weights, True, counts)
+            loss = self.eager_loss(graph, targets, counts)
             loss.backward()
             return float(loss.detach())
         n = torch.tensor([max(float(counts[k]), 1.0) for k in names],
@@ -125,11 +126,9 @@ class CompiledStep:
     def _first(self, kind, graph, targets, counts) -> float:
         """The eager step of this batch (its gradients kept); the compiled one computed
         beside it and kept for later batches only if its gradients agree."""
-        from .trainer import batch_loss
-
         params = list(self.model.parameters())
         before = [p.grad.detach().clone() for p in params]
-        loss, _ = batch_loss(self.model, graph, targets, self.weights, True, counts)
+        loss = self.eager_loss(graph, targets, counts)
         loss.backward()
         eager = torch.cat([(p.grad - b).flatten() for p, b in zip(params, before)])
         self.programs[kind] = None  # eager unless everything below succeeds

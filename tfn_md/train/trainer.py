@@ -269,7 +269,10 @@ class Trainer:
                     h5, train_idx, self.model.species, cutoff)))
         self.model = self.model.to(self.device, self.dtype)
         self.ema = copy.deepcopy(self.model)
-        self.step = CompiledStep(self.model, cfg.loss) if cfg.run.compile else None
+        self.step = CompiledStep(
+            self.model, cfg.loss,
+            lambda graph, t, counts: batch_loss(self.model, graph, t, cfg.loss, True, counts)[0],
+        ) if cfg.run.compile else None
         o = cfg.optim
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         if o.schedule == "cosine":
