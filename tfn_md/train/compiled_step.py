@@ -89,10 +89,8 @@ class CompiledStep:
             loss = self.eager_loss(graph, targets, counts)
             loss.backward()
             return float(loss.detach())
-        n = torch.tensor([max(float(counts[k]), 1.0) for k in names],
-                         dtype=graph.positions.dtype)
         try:
-            loss, grads, readout, energy = program(*self._inputs(graph, targets, names, n))
+            loss, grads, readout, energy = program(*self._inputs(graph, targets, names, counts))
         except Exception as err:  # noqa: BLE001 - a recompilation for new shapes failed
             self._give_up(kind, err)
             return self.accumulate(graph, targets, counts)
@@ -106,22 +104,31 @@ class CompiledStep:
                       f"{str(err)[:300]}); training continues without compiling",
                       stacklevel=4)
 
-    def _nll(self, graph, targets, readout, energy) -> float:
+    def _nll_loss(self, graph, targets, readout, energy) -> Tensor | None:
+        """The weighted energy_nll term from the program's detached outputs (its gradient
+        reaches the heads' readout only), or None without it."""
         w = getattr(self.weights, "energy_nll", 0.0)
         if not (w > 0 and keys.ENERGY in targets):
-            return 0.0
+            return None
         from .uncertainty import energy_nll
 
-        nll = w * energy_nll(self.model, {keys.READOUT_INPUTS: readout, keys.ENERGY: energy},
-                             targets, graph)
+        return w * energy_nll(self.model, {keys.READOUT_INPUTS: readout, keys.ENERGY: energy},
+                              targets, graph)
+
+    def _nll(self, graph, targets, readout, energy) -> float:
+        nll = self._nll_loss(graph, targets, readout, energy)
+        if nll is None:
+            return 0.0
         nll.backward()
         return float(nll.detach())
 
-    def _inputs(self, graph, targets, names, counts) -> tuple:
+    def _inputs(self, graph, targets, names, counts: dict) -> tuple:
+        """The program's inputs; ``counts`` become a tensor [terms] (each >= 1)."""
         m = self.model
         labels = {k: targets[k] for n in names for k in (n, f"{n}_mask")}
+        n = torch.tensor([max(float(counts[k]), 1.0) for k in names], dtype=graph.positions.dtype)
         return ([p.detach() for p in m.parameters()], list(m.buffers()),
-                m.species_index(graph.numbers), *_graph_tensors(graph), labels, counts)
+                m.species_index(graph.numbers), *_graph_tensors(graph), labels, n)
 
     def _first(self, kind, graph, targets, counts) -> float:
         """The eager step of this batch (its gradients kept); the compiled one computed
@@ -132,19 +139,19 @@ class CompiledStep:
         loss.backward()
         eager = torch.cat([(p.grad - b).flatten() for p, b in zip(params, before)])
         self.programs[kind] = None  # eager unless everything below succeeds
-        names = list(kind[0])
-        n = torch.tensor([max(float(counts[k]), 1.0) for k in names],
-                         dtype=graph.positions.dtype)
         try:
-            inputs = self._inputs(graph, targets, names, n)
+            inputs = self._inputs(graph, targets, list(kind[0]), counts)
             program = torch.compile(self._trace(kind, inputs), dynamic=True)
-            _, grads, _, _ = program(*inputs)
+            _, grads, readout, energy = program(*inputs)
+            nll = self._nll_loss(graph, targets, readout, energy)
+            if nll is not None:  # the eager gradients include it
+                extra = torch.autograd.grad(nll, params, allow_unused=True)
+                grads = [g if e is None else g + e for g, e in zip(grads, extra)]
             compiled = torch.cat([g.flatten() for g in grads])
         except Exception as err:  # noqa: BLE001 - any failure: train eagerly, say why
             self._give_up(kind, err)
             return float(loss.detach())
-        nll = self._nll_part(eager, graph, targets)
-        diff = float((compiled + nll - eager).norm() / eager.norm().clamp_min(1e-30))
+        diff = float((compiled - eager).norm() / eager.norm().clamp_min(1e-30))
         tol = _TOL.get(graph.positions.dtype, 1e-4)
         if not diff <= tol:
             warnings.warn(f"the compiled training step's gradients differ from the eager "
@@ -153,20 +160,6 @@ class CompiledStep:
         else:
             self.programs[kind] = program
         return float(loss.detach())
-
-    def _nll_part(self, like: Tensor, graph, targets) -> Tensor:
-        """The eager gradient of the energy_nll term alone (flattened like ``like``)."""
-        w = getattr(self.weights, "energy_nll", 0.0)
-        if not (w > 0 and keys.ENERGY in targets):
-            return torch.zeros_like(like)
-        from .uncertainty import energy_nll
-
-        out = compute_response(self.model, graph, forces=False, energy_only=True)
-        params = list(self.model.parameters())
-        nll = w * energy_nll(self.model, out, targets, graph)
-        grads = torch.autograd.grad(nll, params, allow_unused=True)
-        return torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
-                          for p, g in zip(params, grads)])
 
     def _trace(self, kind: tuple, inputs: tuple) -> torch.fx.GraphModule:
         from torch.func import functional_call

@@ -36,7 +36,7 @@
     dtype = "float64"
     device = "cpu"
     compile = false               # true: the training step traced and compiled by Inductor
-                                  # (about 1.7x faster per step, a minute of compiling
+                                  # (1.6-2x faster per epoch, a minute of compiling
                                   # once; tfn_md.train.compiled_step)
 
 The resolved configuration is stored inside every checkpoint.
