@@ -20,9 +20,8 @@ reaches only the heads' readout (it reads detached features), is added eagerly.
 Safety: the first batch of each kind (which labels, which outputs) is computed both ways;
 compiled gradients that differ from the eager ones by more than the dtype's tolerance
 (relative norm), or any error while tracing or compiling, give a warning and that kind of
-batch runs eagerly from then on. Compiling takes about a minute the first time on 2 CPU
-cores (Inductor caches it on disk: seconds afterwards); ``benchmarks/bench_train.py``
-measures the step.
+batch runs eagerly from then on. Compiling takes 0.5-2.5 min each time a training starts
+on 2 CPU cores; ``benchmarks/bench_train.py`` measures the step.
 """
 
 import warnings

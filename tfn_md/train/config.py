@@ -36,8 +36,8 @@
     dtype = "float64"
     device = "cpu"
     compile = false               # true: the training step traced and compiled by Inductor
-                                  # (1.6-2x faster per epoch, a minute of compiling
-                                  # once; tfn_md.train.compiled_step)
+                                  # (1.6-2x faster per epoch, 0.5-2.5 min of
+                                  # compiling; tfn_md.train.compiled_step)
 
 The resolved configuration is stored inside every checkpoint.
 """
