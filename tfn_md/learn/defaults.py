@@ -27,7 +27,8 @@ CRYSTAL: dict = {
     "explore": {"temperatures": [300.0, 900.0, 1300.0], "runs": 1, "steps": 4000,
                 "timestep": 2.0, "max_select": 30, "min_separation": 100},
     "budget": {"max_labels": 300},
-    "loss": {"stress": 10.0},
+    "model": {"channels": 32, "radial_hidden": 64, "n_basis": 8},  # cu-emt's size
+    "loss": {"forces": 10.0, "stress": 10.0},
 }
 
 

@@ -419,6 +419,11 @@ class Learner:
         entry = {"n_data": n_data, "valid_forces_mae": result.get("valid_forces_mae"),
                  "valid_energy_per_atom_mae": result.get("valid_energy_per_atom_mae")}
         entry["calibration"] = self.calibrate(i, out / "best.pt", *split)
+        zero = entry["calibration"]["energy_zero"]
+        self._say(f"iteration {i}: energy zero re-fitted on {zero['structures']} training "
+                  "frames that no exploration selected: mean offset "
+                  f"{zero['offset_before_meV_per_atom']:+.2f} -> "
+                  f"{zero['offset_after_meV_per_atom']:+.2f} meV/atom")
         if self.test_path.exists():
             entry["independent"] = self.test_errors(self.model_path(i))
             self._say(f"iteration {i}: on the independent trajectories " + ", ".join(
@@ -430,22 +435,38 @@ class Learner:
             entry["test"] = self.score(self.model_path(i), self.cfg.run.test)
         return entry
 
+    def sampled(self, indices) -> list[int]:
+        """Those of ``indices`` (frames of data.h5) that no exploration selected: the
+        initial sampling and copied data; all of them where none is left."""
+        with H5Dataset(self.data) as ds:
+            if AL_ITERATION not in ds.fields:
+                return list(indices)
+            selected = ds.mask(AL_ITERATION)
+        kept = [int(i) for i in indices if not selected[int(i)]]
+        return kept or list(indices)
+
     def calibrate(self, i: int, best: Path, train_idx, valid_file: Path, valid_idx) -> dict:
         """Fit the heads' force spread to training frames (:func:`calibrate_heads`, the
         mean unchanged) and the energy uncertainty to the held-out ones
-        (:func:`calibrate_llpr`); write iter<i>/model.pt atomically. The energy threshold
+        (:func:`calibrate_llpr`), after re-fitting the energy zero E0 to the training frames
+        of the initial sampling (:func:`refit_energy_zero`: the mean energy offset on the
+        distribution the potential is made for, not pulled by the extreme frames that the
+        explorations select); write iter<i>/model.pt atomically. The energy threshold
         (``explore.energy_threshold``, or where 0 the 99th percentile of the uncertainty
         on the held-out frames) is returned with the calibration."""
         import torch
 
         from ..checkpoint import load_potential, save_potential
         from ..data.loader import GraphDataset
+        from ..train.energy_zero import refit_energy_zero
         from ..train.uncertainty import calibrate_heads, calibrate_llpr
 
         model = load_potential(best)
         train = GraphDataset(self.data, model.cutoff, train_idx)
         valid = GraphDataset(valid_file, model.cutoff, valid_idx)
+        zero = GraphDataset(self.data, model.cutoff, self.sampled(train_idx))
         try:
+            energy_zero = refit_energy_zero(model, zero)
             n = len(train)
             stride = max(1, n // 800)  # frames spread over the whole file
             subset = torch.utils.data.Subset(train, list(range(0, n, stride)))
@@ -459,8 +480,9 @@ class Learner:
                 self._say(f"iteration {i}: the energy uncertainty is not calibrated ({err}): "
                           "no energy flags")
         finally:
-            train.h5.close()
-            valid.h5.close()
+            for dataset in (train, valid, zero):
+                dataset.h5.close()
+        result["energy_zero"] = energy_zero
         result["energy_threshold"] = self.cfg.explore.energy_threshold or threshold
         save_potential(model, self.model_path(i))
         return result
