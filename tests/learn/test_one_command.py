@@ -96,6 +96,9 @@ def test_time_left_appears_and_decreases(tmp_path):
     learner = Learner(LearnConfig.from_dict(raw), progress=False)
     state = {"iteration": 0, "stage": "explore", "final": False,
              "history": [{"iteration": 0, "seconds": {"train": 100.0}}]}
+    # the default budget (55 min) is the only estimate before an iteration has finished
+    assert learner.time_left(state, 100.0) == 55 * 60.0 - 100.0
+    learner.cfg.budget.minutes = 0  # no budget: the iterations' mean alone
     assert learner.time_left(state, 100.0) is None  # no iteration finished yet
     lefts = []
     for i in range(1, 4):  # each iteration: 30 s explore, 10 s label, 20 s retrain

@@ -89,3 +89,49 @@ def test_a_failing_compile_warns_and_trains_eagerly(tmp_path, monkeypatch):
     loss_e, g_e = _grads(trainer.model, molecules[:4], weights=trainer.cfg.loss)
     assert loss_1 == loss_2 == loss_e
     assert torch.equal(g_1, g_e) and torch.equal(g_2, g_e)
+
+
+def test_float32_differences_are_judged_against_float64(tmp_path, monkeypatch):
+    """Above the float32 tolerance, the program is kept only if its error against the
+    float64 eager step is of the size of the eager float32 step's (rounding), and the
+    model comes back as it was (dtype, weights, gradients)."""
+    from tfn_md.train import compiled_step
+
+    trainer = _trainer(tmp_path)
+    molecules, _ = _split(trainer)
+    before = copy.deepcopy(trainer.model.state_dict())
+    calls = []
+    real = CompiledStep._float64_gradient
+
+    def spy(self, *args):
+        calls.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(CompiledStep, "_float64_gradient", spy)
+    monkeypatch.setitem(compiled_step._TOL, torch.float32, -1.0)  # every check fails plainly
+    loss_c, g_c = _grads(trainer.model, molecules[:4], trainer.step)
+    assert calls and list(trainer.step.programs.values()) != [None]  # rounding: kept
+    loss_e, g_e = _grads(trainer.model, molecules[:4], weights=trainer.cfg.loss)
+    assert torch.equal(g_c, g_e)  # the first batch of a kind keeps the eager gradients
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    after = trainer.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+    # a wrong program (gradients 1 % off) is not rounding: warned about and dropped
+    (tmp_path / "skewed").mkdir()
+    skewed = _trainer(tmp_path / "skewed")
+    real_compile = torch.compile
+
+    def compile_skewed(fn, **kwargs):
+        program = real_compile(fn, **kwargs)
+
+        def run(*args):
+            loss, grads, readout, energy = program(*args)
+            return loss, [g * 1.01 for g in grads], readout, energy
+        return run
+
+    monkeypatch.setattr(torch, "compile", compile_skewed)
+    monkeypatch.setitem(compiled_step._TOL, torch.float32, 1e-4)
+    with pytest.warns(UserWarning, match="gradients differ from the eager ones"):
+        _grads(skewed.model, _split(skewed)[0][:4], skewed.step)
+    assert list(skewed.step.programs.values()) == [None]
