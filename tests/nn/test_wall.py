@@ -116,3 +116,32 @@ def test_fine_tuning_a_model_without_wall_adds_it(tmp_path):
     assert np.allclose(new.model.wall_radius.numpy(), expected)
     stored = load_potential(tmp_path / "old" / "best.pt").state_dict()
     assert torch.equal(new.model.state_dict()["embedding.weight"], stored["embedding.weight"])
+
+
+def test_a_warm_start_keeps_the_wall_it_starts_from(tmp_path):
+    """run.init from a model with a wall, on data that comes closer than its radii (the
+    frames tfn-md learn labels at close contacts): the wall stays where it was."""
+    from dataclasses import replace
+
+    from ase.calculators.emt import EMT
+
+    from tfn_md.checkpoint import load_potential
+    from tfn_md.data.writer import write_atoms
+
+    data = emt_dataset(tmp_path / "d.h5", n_cu=6, n_mol=6)
+    Trainer(small_config(data, tmp_path / "old", epochs=1), progress=False).fit()
+    old = load_potential(tmp_path / "old" / "best.pt")
+    squeezed = molecule("CH3CH2OH")
+    h = [i for i, z in enumerate(squeezed.numbers) if z == 1][:2]
+    squeezed.positions[h[1]] = squeezed.positions[h[0]] + [0.0, 0.0, 0.8]  # H-H at 0.8 A
+    squeezed.calc = EMT()
+    squeezed.get_potential_energy()
+    write_atoms(data, [squeezed], append=True)
+    new_cfg = small_config(data, tmp_path / "new", epochs=1)
+    new_cfg.run = replace(new_cfg.run, init=str(tmp_path / "old" / "best.pt"))
+    new = Trainer(new_cfg, progress=False)
+    with H5Dataset(data) as h5:
+        closest = shortest_distances(h5, range(len(h5)), new.model.species, 4.0)
+    h_h = new.model.species.index("H")
+    assert closest[h_h, h_h] < 0.81 < old.wall_radius[h_h, h_h]  # the data came closer
+    assert torch.equal(new.model.wall_radius, old.wall_radius.to(new.model.wall_radius.dtype))

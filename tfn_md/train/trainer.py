@@ -243,6 +243,7 @@ class Trainer:
         check_labels(h5, train_idx, labels)
         check_labels(valid_h5, self.valid_set.indices, labels)
         last = self.out / "last.pt"
+        kept_wall = False
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.run.seed)
             if resume and last.exists():
@@ -257,6 +258,9 @@ class Trainer:
                 state = None
                 section = {"wall": model_kwargs["wall"], **cfg.model}
                 self.model = _initial_model(cfg.run.init, section, model_kwargs["species"])
+                # a warm start keeps the wall of the model it starts from: frames labelled
+                # at close contacts (tfn-md learn) would otherwise move it inward
+                kept_wall = bool(self.model.config.wall and self.model.wall_radius.any())
             else:
                 state = None
                 stats = dataset_statistics(h5, train_idx, model_kwargs["species"], cutoff)
@@ -264,7 +268,8 @@ class Trainer:
                 self.model = TFN(**model_kwargs)
                 self.model.e0.copy_(torch.tensor(stats["e0"]))
                 self.model.scale.fill_(stats["scale"])
-            if state is None and self.model.config.wall:  # zero on every training structure
+            if state is None and self.model.config.wall and not kept_wall:
+                # at the training data's shortest distances: zero on every training structure
                 self.model.set_wall_radius(torch.as_tensor(shortest_distances(
                     h5, train_idx, self.model.species, cutoff)))
         self.model = self.model.to(self.device, self.dtype)
