@@ -54,14 +54,14 @@ def main():
         dyn.run(int(round(args.ps * 1000 / 0.5)))
     wall = time.perf_counter() - start
     frames = list(Trajectory(f"{args.out}.traj"))
-    first = bonds(frames[0], 1.2)
+    starts = {factor: bonds(frames[0], factor) for factor in (1.2, 1.5)}
+    first = starts[1.2]
     closest = min(float(a.get_all_distances()[~first & ~np.eye(len(a), dtype=bool)].min())
                   for a in frames)
     temps = [a.get_kinetic_energy() / (1.5 * units.kB * len(a)) for a in frames[1:]]
     print(f"{args.ps:g} ps at {args.temperature:g} K (seed {args.seed}): {len(frames)} frames, "
           f"{wall:.0f} s, mean kinetic temperature {np.mean(temps):.0f} K")
-    for factor in (1.2, 1.5):
-        start = bonds(frames[0], factor)
+    for factor, start in starts.items():
         missing = [bool((start & ~bonds(a, factor)).any()) for a in frames]
         print(f"{factor} x covalent radii: frames missing a bond of the start {sum(missing)}, "
               f"the last frame {'too' if missing[-1] else 'not'}")

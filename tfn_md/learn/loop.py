@@ -449,7 +449,7 @@ class Learner:
         """Fit the heads' force spread to training frames (:func:`calibrate_heads`, the
         mean unchanged) and the energy uncertainty to the held-out ones
         (:func:`calibrate_llpr`), after re-fitting the energy zero E0 to the training frames
-        of the initial sampling (:func:`refit_energy_zero`: the mean energy offset on the
+        no exploration selected (:func:`refit_energy_zero`: the mean energy offset on the
         distribution the potential is made for, not pulled by the extreme frames that the
         explorations select); write iter<i>/model.pt atomically. The energy threshold
         (``explore.energy_threshold``, or where 0 the 99th percentile of the uncertainty
