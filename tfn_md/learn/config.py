@@ -48,6 +48,8 @@ class InitialSection:
     timestep: float = 0.5
     friction: float = 0.01
     equilibration: int = 100
+    stretch: list = field(default_factory=list)  # bond lengths / covalent radii sum
+    stretch_frames: int = 2  # frames per bond (tfn_md.learn.dissociation)
 
 
 @dataclass
@@ -70,6 +72,7 @@ class ExploreSection:
     threshold: float = 0.1
     energy_threshold: float = 0.0
     contact: float = 1.2
+    bond: float = 0.0
     statistic: str = "rms"
     stop: float = 1.0
     max_select: int = 20
@@ -159,12 +162,21 @@ class LearnConfig:
             check_int(f"{sec_name}.interval", sec.interval, 1)
         check_int("initial.n", self.initial.n, 0 if self.initial.data else 2)
         check_int("initial.equilibration", self.initial.equilibration, 0)
+        stretch = self.initial.stretch
+        if not isinstance(stretch, list):
+            raise ValueError(f"initial.stretch = {stretch!r} is not allowed: a list of bond "
+                             "lengths in units of the sum of covalent radii ([] for none)")
+        self.initial.stretch = [check_real(f"initial.stretch[{k}]", v, 1.0, strict=True)
+                                for k, v in enumerate(stretch)]
+        check_int("initial.stretch_frames", self.initial.stretch_frames, 1)
         e = self.explore
         for key, low in (("runs", 1), ("steps", 1), ("max_select", 1), ("min_separation", 0)):
             check_int(f"explore.{key}", getattr(e, key), low)
         check_real("explore.threshold", e.threshold, 0.0, strict=True, unit="eV/A")
         check_real("explore.energy_threshold", e.energy_threshold, 0.0, unit="eV")
         check_real("explore.contact", e.contact, 0.0, unit="A")
+        if e.bond:
+            check_real("explore.bond", e.bond, 1.3, strict=True)
         if e.statistic not in ("rms", "max"):
             raise ValueError(f"explore.statistic = {e.statistic!r} is not allowed: 'rms' or "
                              "'max'")

@@ -22,10 +22,11 @@ TEMPLATE = Path(__file__).with_name("template.toml")
 # periodic structures: no molecule-sized exploration up to bond breaking, fewer frames (a
 # crystal frame carries many atoms), stress learned
 CRYSTAL: dict = {
-    "initial": {"temperatures": [300.0, 600.0, 900.0], "n": 60},
+    "initial": {"temperatures": [300.0, 600.0, 900.0], "n": 60, "stretch": []},
     "test": {"temperatures": [300.0, 900.0], "trajectories": 3, "n": 20},
     "explore": {"temperatures": [300.0, 900.0, 1300.0], "runs": 1, "steps": 4000,
-                "timestep": 2.0, "max_select": 30, "min_separation": 100},
+                "timestep": 2.0, "max_select": 30, "min_separation": 100,
+                "bond": 0.0},  # neighbours change in a hot crystal
     "budget": {"max_labels": 300},
     "model": {"channels": 32, "radial_hidden": 64, "n_basis": 8},  # cu-emt's size
     "loss": {"forces": 10.0, "stress": 10.0},

@@ -3,7 +3,8 @@
     test      independent reference Langevin MD, seeds the loop never trains on: [test]
               trajectories per temperature -> test.h5; and a fixed validation set, n / 10
               frames per [initial] temperature with another seed -> valid.h5
-    initial   reference Langevin MD at [initial] temperatures -> data.h5
+    initial   reference Langevin MD at [initial] temperatures -> data.h5; for a molecule
+              also free atoms and stretched bonds (`stretch`: tfn_md.learn.dissociation)
     repeat, iteration i = 0, 1, ...:
       train   iteration 0 from scratch (or run.init), later from iteration i-1's weights, on
               data.h5; then the heads' force spread is calibrated on training frames
@@ -15,10 +16,12 @@
               energy heads and the energy uncertainty (:mod:`tfn_md.inference.uncertainty`)
               are computed; a frame is a candidate where its force spread (RMS over atoms,
               or the largest, `statistic`) exceeds `threshold`, its energy uncertainty
-              `energy_threshold`, or two atoms not bonded in the starting structure come
-              closer than `contact` (a trajectory ends past `stop` or at a contact)
+              `energy_threshold`, two atoms not bonded in the starting structure come
+              closer than `contact`, or a bond of it is longer than `bond` x the sum of
+              covalent radii (a trajectory ends past `stop`, at a contact or a broken bond)
       select  candidates by decreasing score (the largest of force spread / threshold and
-              energy uncertainty / energy threshold; contacts first), none within
+              energy uncertainty / energy threshold; contacts first, broken bonds next),
+              none within
               `min_separation` steps of one already selected on the same trajectory, at
               most `max_select` and the labels left in the budget
       label   each selected frame by the reference, appended to data.h5 as it is done
@@ -79,17 +82,21 @@ from ..data.sources import (
 from ..data.writer import DatasetWriter, write_atoms
 from .config import LearnConfig
 from .fields import (
+    AL_BOND,
+    AL_BROKEN,
     AL_CONTACT,
+    AL_DISSOCIATION,
     AL_ENERGY_SPREAD,
     AL_INDEX,
     AL_ITERATION,
     AL_SCORE,
     AL_SPREAD,
+    AL_STRETCH,
     BOOKKEEPING,
 )
 from .reference import label, reference_factory
 
-__all__ = ["Learner", "close_contact", "select"]
+__all__ = ["Learner", "broken_bond", "close_contact", "select"]
 
 
 def _duration(seconds: float) -> str:
@@ -115,6 +122,19 @@ def close_contact(atoms: Atoms, bonded: set[tuple[int, int]], distance: float) -
     close = [float(x) for a, b, x in zip(i, j, d, strict=True)
              if (min(a, b), max(a, b)) not in bonded]
     return min(close) if close else None
+
+
+def broken_bond(atoms: Atoms, bonded: set[tuple[int, int]], factor: float) -> float | None:
+    """The longest of the ``bonded`` pairs in units of the sum of their covalent radii,
+    where it exceeds ``factor``; else None (periodic cells: the nearest image)."""
+    from ase.data import covalent_radii
+
+    if not bonded:
+        return None
+    i, j = np.array(sorted(bonded)).T
+    d = np.array([atoms.get_distance(a, b, mic=atoms.pbc.any()) for a, b in zip(i, j)])
+    ratio = float(np.max(d / (covalent_radii[atoms.numbers[i]] + covalent_radii[atoms.numbers[j]])))
+    return ratio if ratio > factor else None
 
 
 def select(spreads: np.ndarray, trajectories: np.ndarray, steps: np.ndarray, limit: int,
@@ -377,8 +397,13 @@ class Learner:
             finally:
                 for source in sources:
                     source.close()
-        if c.n == 0:
-            return
+        if c.n:
+            self._sample_initial()
+        if c.stretch:
+            self.dissociation()
+
+    def _sample_initial(self) -> None:
+        c = self.cfg.initial
         total = c.n * len(c.temperatures)
         self._say(f"initial sampling: {total} frames with {self.method}")
         from tqdm import tqdm
@@ -390,6 +415,50 @@ class Learner:
                            n=c.n, method=self.method, interval=c.interval, timestep=c.timestep,
                            friction=c.friction, equilibration=c.equilibration,
                            seed=self.cfg.run.seed, progress=bar.update, calculator=self.make)
+
+    def dissociation(self) -> None:
+        """Free atoms and stretched bonds (:mod:`tfn_md.learn.dissociation`) of each
+        molecular start, made from the initial frames in data.h5 and labelled into it;
+        resuming labels those not yet there. A frame the reference fails on (an SCF that
+        does not converge far out on a dissociation curve) is left out, and said."""
+        from tqdm import tqdm
+
+        from .dissociation import free_atoms, stretched_bonds
+
+        c = self.cfg.initial
+        with H5Dataset(self.data) as ds:
+            done = (set(ds.column(AL_DISSOCIATION)[ds.mask(AL_DISSOCIATION)].tolist())
+                    if AL_DISSOCIATION in ds.fields else set())
+            marked = (ds.mask(AL_DISSOCIATION) if AL_DISSOCIATION in ds.fields
+                      else np.zeros(len(ds), bool))
+            initial = [ds[k] for k in range(len(ds)) if not marked[k]]
+        frames: list[Atoms] = []
+        for start, _ in self.starts:
+            if start.pbc.any():
+                continue
+            same = [a for a in initial if list(a.numbers) == list(start.numbers)]
+            frames += free_atoms(start.numbers) + stretched_bonds(
+                same, bonded_pairs(start), c.stretch, c.stretch_frames)
+        if not frames:
+            return
+        todo = [(k, a) for k, a in enumerate(frames) if k not in done]
+        self._say(f"dissociation: {len(frames)} free-atom and stretched-bond frames, "
+                  f"labelling {len(todo)} with {self.method}")
+        failed = []
+        with (DatasetWriter(self.data) as writer,
+              tqdm(total=len(frames), initial=len(frames) - len(todo), desc="dissociation",
+                   unit="frame", disable=not self.progress, file=sys.stderr) as bar):
+            for k, atoms in todo:
+                atoms.info[AL_DISSOCIATION] = k
+                try:
+                    writer.append(label(atoms, self.make, self.method))
+                except Exception as err:  # noqa: BLE001 - any reference failure
+                    failed.append(f"{atoms.info.get(AL_BOND, 'free atom')} x "
+                                  f"{atoms.info.get(AL_STRETCH, '-')}: {err}")
+                bar.update(1)
+        if failed:
+            self._say(f"dissociation: the reference failed on {len(failed)} frames, left "
+                      "out: " + "; ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""))
 
     def model_path(self, i: int) -> Path:
         """The model of iteration i: the training's best.pt with calibrated heads."""
@@ -436,12 +505,14 @@ class Learner:
         return entry
 
     def sampled(self, indices) -> list[int]:
-        """Those of ``indices`` (frames of data.h5) that no exploration selected: the
-        initial sampling and copied data; all of them where none is left."""
+        """Those of ``indices`` (frames of data.h5) that no exploration selected and that
+        are not stretched bonds: the initial sampling, copied data and free atoms; all of
+        them where none is left."""
         with H5Dataset(self.data) as ds:
-            if AL_ITERATION not in ds.fields:
-                return list(indices)
-            selected = ds.mask(AL_ITERATION)
+            selected = np.zeros(len(ds), bool)
+            for name in (AL_ITERATION, AL_STRETCH):
+                if name in ds.fields:
+                    selected |= ds.mask(name)
         kept = [int(i) for i in indices if not selected[int(i)]]
         return kept or list(indices)
 
@@ -521,7 +592,7 @@ class Learner:
         # a run made before the energy uncertainty: no energy flags
         energy_threshold = calibration.get("energy_threshold") or math.inf
         candidates: list[Atoms] = []
-        checks = stopped = contacts = 0
+        checks = stopped = contacts = breaks = 0
         left = self.cfg.budget.max_labels - self.labels_so_far()
         for (start, name), temperature in itertools.product(self.starts, e.temperatures):
             bonded = bonded_pairs(start)
@@ -548,10 +619,13 @@ class Learner:
                                     else np.max(spread)) if len(spread) else 0.0
                     sigma = float(calc.results[keys.ENERGY_SPREAD])
                     contact = close_contact(atoms, bonded, e.contact) if e.contact else None
+                    broken = broken_bond(atoms, bonded, e.bond) if e.bond else None
                     checks += 1
                     score = max(largest / e.threshold, sigma / energy_threshold)
                     if contact is not None:  # first, the closest first
                         score = 1e100 / contact
+                    elif broken is not None:  # then, the most stretched first
+                        score = 1e50 * broken
                     elif not np.isfinite(score):
                         score = 1e300
                     if score > 1.0:
@@ -564,10 +638,14 @@ class Learner:
                                        AL_SCORE: score}
                         if contact is not None:
                             record.info[AL_CONTACT] = contact
+                        if broken is not None:
+                            record.info[AL_BROKEN] = broken
                         candidates.append(record)
-                    if contact is not None or not np.isfinite(largest) or largest > e.stop:
+                    if (contact is not None or broken is not None or not np.isfinite(largest)
+                            or largest > e.stop):
                         stopped += 1
                         contacts += contact is not None
+                        breaks += broken is not None
                         break
                 bar.close()
         folder = self.out / f"iter{i}"
@@ -589,10 +667,11 @@ class Learner:
                 write_atoms(tmp, frames, append=False)
         self._say(f"iteration {i}: {checks} frames checked, {len(candidates)} above "
                   f"{e.threshold} eV/A or {energy_threshold:.4g} eV or closer than "
-                  f"{e.contact} A, {stopped} trajectories stopped ({contacts} at a contact), "
+                  f"{e.contact} A or with a bond past {e.bond} x covalent radii, {stopped} "
+                  f"trajectories stopped ({contacts} at a contact, {breaks} at a broken bond), "
                   f"{len(selected)} selected")
         return {"checked": checks, "candidates": len(candidates), "selected": len(selected),
-                "stopped": stopped, "contacts": contacts}
+                "stopped": stopped, "contacts": contacts, "broken": breaks}
 
     def label(self, i: int) -> int:
         """Label iter<i>/selected.h5 into data.h5, skipping frames already there."""

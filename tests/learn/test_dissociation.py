@@ -1,0 +1,112 @@
+"""Free atoms and stretched bonds in the initial data of ``tfn-md learn`` (issue 26: a
+potential trained on thermal frames of one molecule put ethanethiol's S-H dissociation
+at 0.24 eV instead of GFN2-xTB's 4.05 eV), and the exploration's broken-bond flag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import molecule
+from ase.data import covalent_radii
+
+from tfn_md.data import H5Dataset
+from tfn_md.learn.config import LearnConfig
+from tfn_md.learn.dissociation import bridges, free_atoms, stretched_bonds
+from tfn_md.learn.loop import Learner, bonded_pairs, broken_bond
+
+
+def _thermal(name: str, n: int, seed: int = 0):
+    start = molecule(name)
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        a = start.copy()
+        a.positions += rng.normal(0, 0.05, a.positions.shape)
+        frames.append(a)
+    return start, frames
+
+
+def test_bridges_leave_ring_bonds_out_and_move_the_smaller_side():
+    benzene = molecule("C6H6")
+    cuts = bridges(len(benzene), bonded_pairs(benzene))
+    assert len(cuts) == 6  # the C-H bonds; the six ring C-C bonds do not split it
+    for i, j, side in cuts:
+        assert benzene.numbers[i] == 6 and side == [j] and benzene.numbers[j] == 1
+    ethanol = molecule("CH3CH2OH")
+    cuts = bridges(len(ethanol), bonded_pairs(ethanol))
+    assert len(cuts) == len(ethanol) - 1  # a tree: every bond is a bridge
+    assert all(2 * len(side) <= len(ethanol) for _, _, side in cuts)
+
+
+def test_stretched_bonds_pull_one_side_rigidly_to_the_factor():
+    start, frames = _thermal("CH3CH2OH", 6)
+    bonded = bonded_pairs(start)
+    factors = [1.3, 2.0, 3.0]
+    out = stretched_bonds(frames, bonded, factors, per_bond=2)
+    cuts = {f"{i}-{j}": side for i, j, side in bridges(len(start), bonded)}
+    assert 0 < len(out) <= len(cuts) * 2 * len(factors)
+    assert {a.info["al_bond"] for a in out} == set(cuts)  # every bond stretched
+    for a in out:
+        i, j = map(int, a.info["al_bond"].split("-"))
+        r_cov = covalent_radii[a.numbers[i]] + covalent_radii[a.numbers[j]]
+        assert a.get_distance(i, j) == pytest.approx(a.info["al_stretch"] * r_cov)
+        # the frame it came from: the same distances within each side
+        base = next(f for f in frames if np.allclose(f.positions[:j], a.positions[:j])
+                    or np.allclose(f.positions[i], a.positions[i]))
+        side = cuts[a.info["al_bond"]]
+        rest = [k for k in range(len(a)) if k not in side]
+        for group in (side, rest):
+            d_new = a.get_all_distances()[np.ix_(group, group)]
+            d_old = base.get_all_distances()[np.ix_(group, group)]
+            np.testing.assert_allclose(d_new, d_old, atol=1e-9)
+        assert not a.pbc.any()
+    atoms = free_atoms(start.numbers)
+    assert [a.get_chemical_formula() for a in atoms] == ["H", "C", "O"]
+
+
+def test_a_broken_bond_is_flagged_past_the_factor():
+    start = molecule("CH3CH2OH")
+    bonded = bonded_pairs(start)
+    assert broken_bond(start, bonded, 1.5) is None
+    i, j = sorted(bonded)[0]
+    r_cov = covalent_radii[start.numbers[i]] + covalent_radii[start.numbers[j]]
+    pulled = start.copy()
+    pulled.set_distance(i, j, 1.7 * r_cov, fix=0)
+    assert broken_bond(pulled, bonded, 1.5) == pytest.approx(1.7)
+    assert broken_bond(pulled, bonded, 1.8) is None
+
+
+def test_the_loop_labels_them_once_and_trains_on_them(tmp_path: Path):
+    raw = {
+        "system": {"molecule": "CH3OH"},
+        "reference": {"calculator": "ase.calculators.emt:EMT"},
+        "initial": {"temperatures": [300.0], "n": 6, "interval": 5, "equilibration": 5,
+                    "stretch": [1.5, 2.5], "stretch_frames": 1},
+        "model": {"channels": 8, "l_max": 1, "layers": 1, "cutoff": 3.0, "radial_hidden": 16,
+                  "energy_heads": 2},
+        "optim": {"epochs": 1},
+        "run": {"out": str(tmp_path / "out"), "dtype": "float64", "compile": False},
+    }
+    learner = Learner(LearnConfig.from_dict(raw), progress=False)
+    learner.out.mkdir()
+    learner.initial()
+    with H5Dataset(learner.data) as ds:
+        frames = list(ds)
+    extra = [a for a in frames if "al_dissociation" in a.info]
+    assert sorted(a.info["al_dissociation"] for a in extra) == list(range(len(extra)))
+    alone = [a for a in extra if len(a) == 1]
+    assert sorted(a.get_chemical_formula() for a in alone) == ["C", "H", "O"]
+    assert all(a.get_forces().shape == (1, 3) for a in alone)
+    stretched = [a for a in extra if "al_stretch" in a.info]
+    assert {a.info["al_stretch"] for a in stretched} == {1.5, 2.5}
+    assert len(stretched) + len(alone) == len(extra) and len(frames) == 6 + len(extra)
+    # the energy zero is re-fitted on the thermal frames and the free atoms only
+    assert learner.sampled(range(len(frames))) == [k for k, a in enumerate(frames)
+                                                   if "al_stretch" not in a.info]
+    learner.dissociation()  # again (a resume): nothing labelled twice
+    with H5Dataset(learner.data) as ds:
+        assert len(ds) == len(frames)
+    entry = learner.train(0)  # free atoms (no edges) go through training and calibration
+    assert np.isfinite(entry["valid_forces_mae"])
