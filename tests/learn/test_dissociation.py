@@ -101,6 +101,10 @@ def test_the_loop_labels_them_once_and_trains_on_them(tmp_path: Path):
     assert all(a.get_forces().shape == (1, 3) for a in alone)
     stretched = [a for a in extra if "al_stretch" in a.info]
     assert {a.info["al_stretch"] for a in stretched} == {1.5, 2.5}
+    with H5Dataset(learner.data) as ds:  # stretched bonds: the energy only
+        has_forces = ds.mask("forces")
+    assert [bool(has_forces[k]) for k, a in enumerate(frames)] == [
+        "al_stretch" not in a.info for a in frames]
     assert len(stretched) + len(alone) == len(extra) and len(frames) == 6 + len(extra)
     # the energy zero is re-fitted on the thermal frames and the free atoms only
     assert learner.sampled(range(len(frames))) == [k for k, a in enumerate(frames)
@@ -110,3 +114,13 @@ def test_the_loop_labels_them_once_and_trains_on_them(tmp_path: Path):
         assert len(ds) == len(frames)
     entry = learner.train(0)  # free atoms (no edges) go through training and calibration
     assert np.isfinite(entry["valid_forces_mae"])
+    # the training's energy zero of each element is its free atom's: the model's energy
+    # of an atom alone is the reference's (the re-fit after it moves E0 by the least
+    # squares over all sampled frames, where the molecule's thousands of frames dominate)
+    from tfn_md import TFNCalculator
+
+    calc = TFNCalculator(str(learner.out / "iter0" / "train" / "best.pt"), compile=False)
+    for a in alone:
+        reference = a.get_potential_energy()
+        a.calc = calc
+        assert a.get_potential_energy() == pytest.approx(reference, abs=1e-6)

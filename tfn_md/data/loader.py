@@ -148,9 +148,22 @@ def dataset_statistics(
     dataset: H5Dataset, indices, species: list[str], cutoff: float, max_structures: int = 2000
 ) -> dict:
     """E0 [n_species] (least squares of E on element counts), scale (force RMS, or the
-    per-atom energy-residual std without forces), mean neighbour count."""
-    indices = np.asarray(indices)[:max_structures]
+    per-atom energy-residual std without forces), mean neighbour count (over the first
+    ``max_structures`` of ``indices``).
+
+    Free atoms (structures of one atom with an energy, anywhere in ``indices``) fix E0 of
+    their element to their energy (the mean where several); the other elements' E0 are
+    fitted to the rest. The model's energy of an atom without neighbours is its E0, so
+    fragments pulled apart then end at the energies of their atoms: with E0 fitted to
+    frames of one molecule (which fix only a sum over its elements) they end anywhere."""
+    all_indices = np.asarray(indices)
+    indices = all_indices[:max_structures]
     index = {atomic_numbers[s]: k for k, s in enumerate(species)}
+    fixed: dict[int, list[float]] = {}  # species index -> energies of its free atoms
+    for i in all_indices[dataset.n_atoms[all_indices] == 1]:
+        a = dataset.get_arrays(int(i))
+        if keys.ENERGY in a:
+            fixed.setdefault(index[int(a[keys.NUMBERS][0])], []).append(float(a[keys.ENERGY]))
     counts, energies, force_sq, n_force, neighbours, n_atoms = [], [], 0.0, 0, 0, 0
     for i in indices:
         a = dataset.get_arrays(int(i))
@@ -169,8 +182,12 @@ def dataset_statistics(
     counts, energies = np.array(counts), np.array(energies)
     e0 = np.zeros(len(species))
     scale = 1.0
+    for k, values in fixed.items():
+        e0[k] = np.mean(values)
     if len(energies):
-        e0 = np.linalg.lstsq(counts, energies, rcond=None)[0]
+        free = [k for k in range(len(species)) if k not in fixed]
+        if free:
+            e0[free] = np.linalg.lstsq(counts[:, free], energies - counts @ e0, rcond=None)[0]
         resid = (energies - counts @ e0) / counts.sum(1)
         scale = float(resid.std()) or 1.0
     if n_force:

@@ -65,6 +65,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms, units
+from ase.calculators.singlepoint import SinglePointCalculator
 
 from ..atomic import atomic_path, write_text_atomic
 from ..data.reader import H5Dataset
@@ -426,11 +427,9 @@ class Learner:
         from .dissociation import free_atoms, stretched_bonds
 
         c = self.cfg.initial
+        marked = self._marked(AL_DISSOCIATION)
         with H5Dataset(self.data) as ds:
-            done = (set(ds.column(AL_DISSOCIATION)[ds.mask(AL_DISSOCIATION)].tolist())
-                    if AL_DISSOCIATION in ds.fields else set())
-            marked = (ds.mask(AL_DISSOCIATION) if AL_DISSOCIATION in ds.fields
-                      else np.zeros(len(ds), bool))
+            done = set(ds.column(AL_DISSOCIATION)[marked].tolist()) if marked.any() else set()
             initial = [ds[k] for k in range(len(ds)) if not marked[k]]
         frames: list[Atoms] = []
         for start, _ in self.starts:
@@ -451,7 +450,11 @@ class Learner:
             for k, atoms in todo:
                 atoms.info[AL_DISSOCIATION] = k
                 try:
-                    writer.append(label(atoms, self.make, self.method))
+                    record = label(atoms, self.make, self.method)
+                    if AL_STRETCH in atoms.info:  # the energy only (module docstring)
+                        energy = record.get_potential_energy()
+                        record.calc = SinglePointCalculator(record, energy=energy)
+                    writer.append(record)
                 except Exception as err:  # noqa: BLE001 - any reference failure
                     failed.append(f"{atoms.info.get(AL_BOND, 'free atom')} x "
                                   f"{atoms.info.get(AL_STRETCH, '-')}: {err}")
@@ -508,13 +511,18 @@ class Learner:
         """Those of ``indices`` (frames of data.h5) that no exploration selected and that
         are not stretched bonds: the initial sampling, copied data and free atoms; all of
         them where none is left."""
-        with H5Dataset(self.data) as ds:
-            selected = np.zeros(len(ds), bool)
-            for name in (AL_ITERATION, AL_STRETCH):
-                if name in ds.fields:
-                    selected |= ds.mask(name)
-        kept = [int(i) for i in indices if not selected[int(i)]]
+        marked = self._marked(AL_ITERATION, AL_STRETCH)
+        kept = [int(i) for i in indices if not marked[int(i)]]
         return kept or list(indices)
+
+    def _marked(self, *names: str) -> np.ndarray:
+        """bool [frames of data.h5]: which carry any of the fields ``names``."""
+        with H5Dataset(self.data) as ds:
+            marked = np.zeros(len(ds), bool)
+            for name in names:
+                if name in ds.fields:
+                    marked |= ds.mask(name)
+        return marked
 
     def calibrate(self, i: int, best: Path, train_idx, valid_file: Path, valid_idx) -> dict:
         """Fit the heads' force spread to training frames (:func:`calibrate_heads`, the
@@ -538,9 +546,11 @@ class Learner:
         zero = GraphDataset(self.data, model.cutoff, self.sampled(train_idx))
         try:
             energy_zero = refit_energy_zero(model, zero)
-            n = len(train)
-            stride = max(1, n // 800)  # frames spread over the whole file
-            subset = torch.utils.data.Subset(train, list(range(0, n, stride)))
+            # frames spread over the whole file, with forces (not the stretched bonds)
+            stretched = self._marked(AL_STRETCH)
+            with_forces = [k for k, i in enumerate(train_idx) if not stretched[int(i)]]
+            stride = max(1, len(with_forces) // 800)
+            subset = torch.utils.data.Subset(train, with_forces[::stride])
             with torch.random.fork_rng(devices=[]):
                 result = calibrate_heads(model, subset, max_frames=800)
             threshold = None  # no energy flags
