@@ -124,3 +124,55 @@ def test_the_loop_labels_them_once_and_trains_on_them(tmp_path: Path):
         reference = a.get_potential_energy()
         a.calc = calc
         assert a.get_potential_energy() == pytest.approx(reference, abs=1e-6)
+
+
+class _FailsFarApart:
+    """EMT that fails (as an SCF that does not converge would) on frames whose atoms
+    spread over more than ``limit`` A."""
+
+    limit = 0.0
+
+    def __init__(self):
+        from ase.calculators.emt import EMT
+
+        self.emt = EMT()
+
+    def __getattr__(self, name):
+        return getattr(self.emt, name)
+
+    def get_potential_energy(self, atoms=None, **kwargs):
+        from ase.calculators.calculator import CalculationFailed
+
+        if atoms.get_all_distances().max() > self.limit:
+            raise CalculationFailed("SCF not converged")
+        return self.emt.get_potential_energy(atoms)
+
+
+def test_frames_the_reference_fails_on_are_left_out_and_said(tmp_path: Path, capsys):
+    raw = {
+        "system": {"molecule": "CH3OH"},
+        "reference": {"calculator": "ase.calculators.emt:EMT"},
+        "initial": {"temperatures": [300.0], "n": 4, "interval": 5, "equilibration": 5,
+                    "stretch": [1.3, 3.0], "stretch_frames": 1},
+        "run": {"out": str(tmp_path / "out")},
+    }
+    learner = Learner(LearnConfig.from_dict(raw), progress=True)
+    learner.out.mkdir()
+    learner.cfg.initial.stretch = []  # the thermal frames only, with EMT
+    learner.initial()
+    with H5Dataset(learner.data) as ds:
+        _FailsFarApart.limit = max(a.get_all_distances().max() for a in ds) + 0.5
+    learner.cfg.initial.stretch = [1.3, 3.0]
+    learner.make = lambda _method=None: _FailsFarApart()
+    capsys.readouterr()
+    learner.dissociation()
+    err = capsys.readouterr().err
+    assert "the reference failed on" in err and "SCF not converged" in err
+    with H5Dataset(learner.data) as ds:
+        n_kept = len(ds)
+        kept = [a for a in ds if "al_stretch" in a.info]
+    assert kept and all(a.get_all_distances().max() <= _FailsFarApart.limit for a in kept)
+    assert {a.info["al_stretch"] for a in kept} == {1.3}  # 3x: every one failed
+    learner.dissociation()  # a resume tries the failed ones again, stores nothing twice
+    with H5Dataset(learner.data) as ds:
+        assert len(ds) == n_kept

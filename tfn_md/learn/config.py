@@ -3,7 +3,8 @@
 Every key, commented, with the value the one-command path uses:
 ``tfn_md/learn/template.toml``, printed by ``tfn-md learn --template``. Sections:
 [system] (a molecule name or structure files), [reference] (a tblite method or an ASE
-calculator ``module:Class``), [initial] (reference MD before the first training), [test]
+calculator ``module:Class``), [initial] (reference MD before the first training; for a
+molecule also free atoms and stretched bonds, :mod:`tfn_md.learn.dissociation`), [test]
 (independent reference trajectories, never trained on), [explore] (MD with the potential
 and what flags a frame), [budget] (labels, iterations, minutes), [model] [loss] [optim]
 (as in ``tfn-md train``, with ``retrain_epochs`` and ``retrain_lr``), [run] (output
