@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import PropertyNotImplementedError
-from ase.neighborlist import natural_cutoffs, neighbor_list
 from ase.optimize import BFGS
 from ase.vibrations import Vibrations
+
+from ..bonds import bonds, smaller_side
 
 __all__ = ["FMAX", "MoleculeCard", "bonds", "contact_scans", "describe", "geometry_rmsd",
            "molecule_properties", "relaxed", "stretch_scans"]
@@ -67,40 +68,6 @@ def geometry_rmsd(a: Atoms, b: Atoms) -> float:
     d = np.sign(np.linalg.det(u @ vt))
     rotation = u @ np.diag([1, 1, d]) @ vt
     return float(np.sqrt(((y @ rotation - x) ** 2).sum(1).mean()))
-
-
-def bonds(atoms: Atoms) -> list[tuple[int, int]]:
-    """Pairs i < j closer than 1.3 times the sum of their covalent radii."""
-    i, j = neighbor_list("ij", atoms, natural_cutoffs(atoms, mult=1.3))
-    return sorted({(int(a), int(b)) for a, b in zip(i, j, strict=True) if a < b})
-
-
-def _side(n: int, edges: list[tuple[int, int]], i: int, j: int) -> np.ndarray | None:
-    """Mask of the atoms reached from j without crossing bond i-j (None if i is reached:
-    the bond is in a ring)."""
-    neighbours = {k: set() for k in range(n)}
-    for a, b in edges:
-        if {a, b} != {i, j}:
-            neighbours[a].add(b)
-            neighbours[b].add(a)
-    seen, todo = {j}, [j]
-    while todo:
-        for k in neighbours[todo.pop()] - seen:
-            seen.add(k)
-            todo.append(k)
-    if i in seen:
-        return None
-    mask = np.zeros(n, dtype=bool)
-    mask[list(seen)] = True
-    return mask
-
-
-def _smaller(n, edges, i, j):
-    """(i, j, mask of j's side) with j's side the smaller one, or None in a ring."""
-    mask = _side(n, edges, i, j)
-    if mask is None:
-        return None
-    return (i, j, mask) if mask.sum() <= n / 2 else (j, i, ~mask)
 
 
 @dataclass
@@ -157,7 +124,7 @@ def molecule_properties(make: Callable, atoms: Atoms, edges: list | None = None
     for i, j in edges:
         if degree[i] < 2 or degree[j] < 2:
             continue
-        side = _smaller(n, edges, i, j)
+        side = smaller_side(n, edges, i, j)
         if side is None:
             continue
         b, c, mask = side
@@ -191,7 +158,7 @@ def stretch_scans(minimum: Atoms, edges: list[tuple[int, int]]
         pairs.setdefault("-".join(sorted((symbols[i], symbols[j]))), (i, j))
     factors = [round(float(f), 2) for f in np.arange(0.8, 1.65, 0.05)]
     for pair, (i, j) in sorted(pairs.items()):
-        side = _smaller(n, edges, i, j)
+        side = smaller_side(n, edges, i, j)
         if side is None:
             continue
         b, c, mask = side

@@ -34,6 +34,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import covalent_radii
 
+from ..bonds import smaller_side
 from .fields import AL_BOND, AL_STRETCH
 
 __all__ = ["bridges", "free_atoms", "stretched_bonds"]
@@ -42,26 +43,10 @@ __all__ = ["bridges", "free_atoms", "stretched_bonds"]
 def bridges(n_atoms: int, bonded: Iterable[tuple[int, int]]) -> list[tuple[int, int, list[int]]]:
     """The bonds (i, j) whose removal splits the bond graph, each with the atoms on j's
     side; oriented so that j's side is the smaller one (it is the side that moves)."""
-    bonded = sorted(bonded)
-    neighbours: list[set[int]] = [set() for _ in range(n_atoms)]
-    for i, j in bonded:
-        neighbours[i].add(j)
-        neighbours[j].add(i)
-    out = []
-    for i, j in bonded:
-        side, todo = {j}, [j]
-        while todo:  # the atoms reachable from j without the bond i-j
-            a = todo.pop()
-            for b in neighbours[a]:
-                if b not in side and not (a == j and b == i):
-                    side.add(b)
-                    todo.append(b)
-        if i in side:  # a ring bond
-            continue
-        if len(side) > n_atoms - len(side):
-            i, j, side = j, i, set(range(n_atoms)) - side
-        out.append((i, j, sorted(side)))
-    return out
+    edges = sorted(bonded)
+    cuts = (smaller_side(n_atoms, edges, i, j) for i, j in edges)
+    return [(int(i), int(j), np.flatnonzero(mask).tolist()) for i, j, mask in
+            (c for c in cuts if c is not None)]
 
 
 def _shortest_by_pair(atoms: Atoms, d: np.ndarray) -> dict[tuple[int, int], float]:

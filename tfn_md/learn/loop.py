@@ -107,11 +107,10 @@ def _duration(seconds: float) -> str:
 
 def bonded_pairs(atoms: Atoms) -> set[tuple[int, int]]:
     """The pairs i < j of ``atoms`` that are bonded: closer than 1.3 times the sum of their
-    covalent radii (ASE's natural cutoffs)."""
-    from ase.neighborlist import natural_cutoffs, neighbor_list
+    covalent radii (ASE's natural cutoffs; :func:`tfn_md.bonds.bonds`)."""
+    from ..bonds import bonds
 
-    i, j = neighbor_list("ij", atoms, natural_cutoffs(atoms, mult=1.3))
-    return {(int(a), int(b)) for a, b in zip(i, j, strict=True) if a < b}
+    return set(bonds(atoms))
 
 
 def close_contact(atoms: Atoms, bonded: set[tuple[int, int]], distance: float) -> float | None:
