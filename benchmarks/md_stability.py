@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 from ase import units
+from ase.calculators.calculator import CalculationFailed
 from ase.io import Trajectory
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
@@ -62,9 +63,16 @@ def main():
     print(f"{args.ps:g} ps at {args.temperature:g} K (seed {args.seed}): {len(frames)} frames, "
           f"{wall:.0f} s, mean kinetic temperature {np.mean(temps):.0f} K")
     for factor, start in starts.items():
-        missing = [bool((start & ~bonds(a, factor)).any()) for a in frames]
+        lost = [start & ~bonds(a, factor) for a in frames]
+        missing = [bool(x.any()) for x in lost]
         print(f"{factor} x covalent radii: frames missing a bond of the start {sum(missing)}, "
               f"the last frame {'too' if missing[-1] else 'not'}")
+        if any(missing):  # which bonds, and when first
+            s = frames[0].get_chemical_symbols()
+            pairs = sorted({(i, j) for x in lost for i, j in zip(*np.nonzero(np.triu(x)))})
+            first = next(k for k, m in enumerate(missing) if m)
+            print("  bonds missing: " + ", ".join(f"{s[i]}{i}-{s[j]}{j}" for i, j in pairs)
+                  + f"; first at frame {first} ({first * every * 0.5 / 1000:.1f} ps)")
     print(f"closest pair not bonded at the start: {closest:.3f} A")
     if own:
         return
@@ -76,7 +84,13 @@ def main():
         a.calc = TFNCalculator(args.potential)
         e_pot = a.get_potential_energy()
         a.calc = reference
-        e_ref = a.get_potential_energy()
+        try:
+            e_ref = a.get_potential_energy()
+        except CalculationFailed as err:  # e.g. an SCF that does not converge on a
+            # geometry the reference never sees in its own MD (a broken bond)
+            print(f"  {k * every * 0.5 / 1000:6.1f} ps: {args.reference} failed ({err})")
+            reference = make(args.reference)
+            continue
         diff = (e_pot - e_ref) / len(a) * 1e3
         worst = max(worst, abs(diff))
         print(f"  {k * every * 0.5 / 1000:6.1f} ps: potential - {args.reference} = "

@@ -223,9 +223,13 @@ class VerletList:
         elif not np.isfinite(atoms.positions).all():  # (NaN moves never look stale)
             check_atoms(atoms)  # raises, naming the atoms
         i, j, s = self._pairs
-        d = np.linalg.norm(atoms.positions[j] - atoms.positions[i] + s @ _box(atoms), axis=1)
-        _check_distances(i, j, d)
-        keep = d < self.cutoff
+        vec = atoms.positions[j] - atoms.positions[i]
+        if atoms.pbc.any():
+            vec += s @ atoms.cell.array
+        d2 = np.einsum("ij,ij->i", vec, vec)  # squared distances: no norm, no sqrt
+        if len(d2) and d2.min() < MIN_DISTANCE**2:
+            _check_distances(i, j, np.sqrt(d2))  # raises, naming the atoms
+        keep = d2 < self.cutoff**2
         if self._kept is None or not np.array_equal(keep, self._kept[0]):
             self._kept = (keep, (i[keep], j[keep], s[keep]))
         return self._kept[1]  # the same object while the pairs are the same

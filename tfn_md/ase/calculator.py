@@ -118,5 +118,8 @@ class TFNCalculator(Calculator):
         if atoms is None and self.atoms is None:
             raise ValueError("no atoms to calculate: attach the calculator (atoms.calc = calc) "
                              "or pass atoms, e.g. calc.get_potential_energy(atoms)")
-        Calculator.calculate(self, atoms, properties, system_changes)
+        # Calculator.calculate, less what costs in MD and is not needed here: a second
+        # copy of atoms (get_property made one) and a working directory (none is used)
+        if atoms is not None and (self.atoms is None or self.check_state(atoms)):
+            self.atoms = atoms.copy()
         self.results = self.engine(self.atoms, properties)

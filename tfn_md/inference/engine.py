@@ -79,6 +79,12 @@ def compile_setting(compile: bool | str) -> bool | str:
     return compile
 
 
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """A float64 NumPy copy of a result tensor (in MD of a small molecule every torch
+    operation here is a noticeable part of a step: one conversion, no ``.double()``)."""
+    return np.array(t.detach().cpu().numpy(), dtype=np.float64)
+
+
 class Engine:
     """A potential ready to evaluate structures (arguments as :class:`tfn_md.TFNCalculator`).
 
@@ -216,13 +222,15 @@ class Engine:
         return results
 
     def _results(self, out: dict, periodic: bool) -> dict:
-        """ASE results from a response's tensors."""
+        """ASE results from a response's tensors; the energy is the sum of the atoms'
+        energies (in float64)."""
         def array(key):
-            return out[key].detach().cpu().double().numpy()
+            return _numpy(out[key])
 
-        energy = float(out[keys.ENERGY].sum().item())
+        energies = array(keys.ENERGIES)
+        energy = float(energies.sum())
         results = {keys.ENERGY: energy, keys.FREE_ENERGY: energy,
-                   keys.ENERGIES: array(keys.ENERGIES), keys.FORCES: array(keys.FORCES)}
+                   keys.ENERGIES: energies, keys.FORCES: array(keys.FORCES)}
         for key in (keys.VECTORS, keys.FORCES_SPREAD, keys.CHARGES):
             if key in out:
                 results[key] = array(key)
@@ -236,8 +244,7 @@ class Engine:
         elif self.heads:  # population standard deviation of the K head energies [1, K]
             results[keys.ENERGY_SPREAD] = float(array(keys.ENERGY_HEADS).std())
         if periodic:
-            stress = full_3x3_to_voigt(out[keys.STRESS][0])
-            results[keys.STRESS] = stress.detach().cpu().double().numpy()
+            results[keys.STRESS] = _numpy(full_3x3_to_voigt(out[keys.STRESS][0]))
         return results
 
     @staticmethod
@@ -246,10 +253,10 @@ class Engine:
         over real and padding atoms) and atomic dipoles: the correction of
         :func:`tfn_md.model.neutral_charges_and_dipole` over the real atoms, in NumPy (a
         few microseconds where torch's eager operations would add a tenth of a call)."""
-        q = out[keys.CHARGES].detach().cpu().double().numpy()
+        q = _numpy(out[keys.CHARGES])
         charge = total_charge(atoms)
-        q = q - (q.sum() - (0.0 if charge is None else float(charge[0]))) / len(q)
-        p = out[keys.ATOM_DIPOLES].detach().cpu().double().numpy()
+        q -= (q.sum() - (0.0 if charge is None else float(charge[0]))) / len(q)
+        p = _numpy(out[keys.ATOM_DIPOLES])
         return {keys.CHARGES: q, keys.DIPOLE: q @ atoms.positions + p.sum(0)}
 
     def _empty(self, periodic: bool) -> dict:
