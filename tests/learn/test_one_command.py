@@ -174,3 +174,47 @@ def test_one_command_kill9_while_labelling_then_resume(tmp_path: Path):
     refused = subprocess.run(other, cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=300, check=False)
     assert refused.returncode == 1 and "reference.calculator" in refused.stderr
+
+
+def test_the_budget_counts_the_training_that_just_ended(tmp_path, monkeypatch):
+    """After iteration 1's retraining the mean iteration (explore + label + retrain) is
+    known and must decide: one more would end past the budget, so the loop stops there
+    (the ethanethiol trial went on and ended at 57.5 min of a 55 min budget)."""
+    import tfn_md.learn.loop as loop
+    import tfn_md.learn.report as report
+
+    clock = [0.0]
+    monkeypatch.setattr(loop.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(report, "write_report", lambda learner, state: None)
+
+    class Timed(Learner):  # each stage takes a fixed time on the fake clock
+        def independent(self):
+            clock[0] += 60.0
+
+        def initial(self):
+            clock[0] += 60.0
+
+        def train(self, i):
+            clock[0] += 600.0
+            self.model_path(i).parent.mkdir(parents=True, exist_ok=True)
+            self.model_path(i).write_text("weights")
+            return {}
+
+        def explore(self, i):
+            clock[0] += 100.0
+            return {"candidates": 5, "selected": 5}
+
+        def label(self, i):
+            clock[0] += 10.0
+            return 5
+
+        def labels_so_far(self):
+            return 0
+
+    raw = command_config(molecule="CH4", method="GFN2-xTB", out=str(tmp_path / "o"),
+                         budget_minutes=35)  # 2100 s
+    state = Timed(LearnConfig.from_dict(raw), progress=False).run()
+    # train 0 ends at 720 s, explore + label at 830, train 1 at 1430; one more iteration
+    # (710 s) would end at 2140 > 2100: stop
+    assert state["budget_stop"] and len(state["history"]) == 2
+    assert state["seconds"] == 1430.0 <= 35 * 60

@@ -217,6 +217,7 @@ class Learner:
                 state["stage"] = "train"
             elif stage == "train":
                 self._entry(state, i).update(self.train(i))
+                self._spent(state, i, stage, started)  # counted in the budget check below
                 state["stage"] = "done" if state["final"] else "explore"
                 if not state["final"] and self._over_budget(state, elapsed()):
                     state["stage"], state["budget_stop"] = "done", True
@@ -236,9 +237,8 @@ class Learner:
                 state["stage"] = "train"
                 state["final"] = (used >= self.cfg.budget.max_labels
                                   or i + 1 >= self.cfg.budget.max_iterations)
-            if stage in ("train", "explore", "label"):
-                seconds = self._entry(state, i).setdefault("seconds", {})
-                seconds[stage] = seconds.get(stage, 0.0) + time.monotonic() - started
+            if stage in ("explore", "label"):
+                self._spent(state, i, stage, started)
             state["seconds"] = elapsed()
             self.save_state(state)
         self._progress(state, elapsed())
@@ -249,6 +249,11 @@ class Learner:
 
         write_report(self, state)
         return state
+
+    def _spent(self, state: dict, i: int, stage: str, started: float) -> None:
+        """Add the wall time since ``started`` to iteration i's seconds of ``stage``."""
+        seconds = self._entry(state, i).setdefault("seconds", {})
+        seconds[stage] = seconds.get(stage, 0.0) + time.monotonic() - started
 
     def _check_same_run(self, now: dict) -> None:
         """Resuming: the folder's run must have the same configuration, [budget] aside
