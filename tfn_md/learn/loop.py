@@ -3,8 +3,9 @@
     test      independent reference Langevin MD, seeds the loop never trains on: [test]
               trajectories per temperature -> test.h5; and a fixed validation set, n / 10
               frames per [initial] temperature with another seed -> valid.h5
-    initial   reference Langevin MD at [initial] temperatures -> data.h5; for a molecule
-              also free atoms and stretched bonds (`stretch`: tfn_md.learn.dissociation)
+    initial   reference Langevin MD at [initial] temperatures -> data.h5; where `stretch`
+              lists factors, for a molecule also free atoms and stretched bonds
+              (tfn_md.learn.dissociation)
     repeat, iteration i = 0, 1, ...:
       train   iteration 0 from scratch (or run.init), later from iteration i-1's weights, on
               data.h5; then the heads' force spread is calibrated on training frames
