@@ -129,12 +129,16 @@ def broken_bond(atoms: Atoms, bonded: set[tuple[int, int]], factor: float) -> fl
     """The longest of the ``bonded`` pairs in units of the sum of their covalent radii,
     where it exceeds ``factor``; else None (periodic cells: the nearest image)."""
     from ase.data import covalent_radii
+    from ase.geometry import find_mic
 
     if not bonded:
         return None
     i, j = np.array(sorted(bonded)).T
-    d = np.array([atoms.get_distance(a, b, mic=atoms.pbc.any()) for a, b in zip(i, j)])
-    ratio = float(np.max(d / (covalent_radii[atoms.numbers[i]] + covalent_radii[atoms.numbers[j]])))
+    vec = atoms.positions[j] - atoms.positions[i]  # one array operation per check, not a
+    if atoms.pbc.any():  # Python loop over the bonds (it runs every explore.interval)
+        vec = find_mic(vec, atoms.cell, atoms.pbc)[0]
+    radii = covalent_radii[atoms.numbers[i]] + covalent_radii[atoms.numbers[j]]
+    ratio = float(np.max(np.linalg.norm(vec, axis=1) / radii))
     return ratio if ratio > factor else None
 
 
