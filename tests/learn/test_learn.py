@@ -244,9 +244,40 @@ def test_close_contacts_of_atoms_not_bonded_at_the_start():
     assert close_contact(stretched, bonded, 1.2) is None
 
 
+def test_new_bonds_of_atoms_not_bonded_at_the_start():
+    """The hole ethanethiol's potential fell into at 1000 K: C0 and S2 (not bonded at the
+    start, 1.5 x their covalent radii apart) closing a C-C-S ring at 1.81 A. The check
+    flags it in units of the radii sum, not earlier, and never a bond of the start; a
+    thermal bend of the C-C-S angle to 90 degrees is not a new bond."""
+    from ase.build import molecule
+    from ase.data import covalent_radii
+
+    from tfn_md.learn.loop import bonded_pairs, new_bond
+
+    start = molecule("CH3CH2SH")
+    symbols = start.get_chemical_symbols()
+    c0, c1, s = symbols.index("C"), symbols.index("C", symbols.index("C") + 1), symbols.index("S")
+    bonded = bonded_pairs(start)
+    assert (min(c0, s), max(c0, s)) not in bonded and (min(c1, s), max(c1, s)) in bonded
+    radii = covalent_radii[6] + covalent_radii[16]
+    assert start.get_distance(c0, s) / radii > 1.45
+    assert new_bond(start, bonded, 1.1) is None  # its own bonds are not new
+    bent = start.copy()
+    bent.set_angle(c0, c1, s, 90.0, indices=[s])
+    assert bent.get_distance(c0, s) / radii > 1.1 and new_bond(bent, bonded, 1.1) is None
+    ring = start.copy()
+    ring.set_distance(c0, s, 1.81, fix=0.5, indices=[c0, s])
+    assert new_bond(ring, bonded, 1.1) == pytest.approx(1.81 / radii)
+    assert new_bond(ring, bonded, 0.9) is None
+    compressed = start.copy()  # a bond of the start shorter than usual: still its own
+    compressed.set_distance(c1, s, 1.3, fix=0)
+    assert new_bond(compressed, bonded, 1.1) is None
+
+
 def test_several_starting_structures_and_a_contact_flag(tmp_path: Path):
     """[system] structure and [initial] data as lists: every exploration runs from each
-    structure, the initial data are the files' frames. A contact distance of 3.5 A, under the second-neighbour distance of fcc Cu
+    structure, the initial data are the files' frames. A contact distance of 3.5 A, under
+    the second-neighbour distance of fcc Cu
     (3.61 A, not bonded at the start): hot MD brings such pairs closer, which flags the
     frame (labelled, with its distance) and ends the trajectory."""
     config = _setup(tmp_path, "ase.calculators.emt:EMT")

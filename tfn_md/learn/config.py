@@ -73,6 +73,7 @@ class ExploreSection:
     threshold: float = 0.1
     energy_threshold: float = 0.0
     contact: float = 1.2
+    new_bond: float = 0.0
     bond: float = 0.0
     statistic: str = "rms"
     stop: float = 1.0
@@ -176,6 +177,12 @@ class LearnConfig:
         check_real("explore.threshold", e.threshold, 0.0, strict=True, unit="eV/A")
         check_real("explore.energy_threshold", e.energy_threshold, 0.0, unit="eV")
         check_real("explore.contact", e.contact, 0.0, unit="A")
+        if e.new_bond:
+            check_real("explore.new_bond", e.new_bond, 0.0, strict=True)
+            if e.new_bond >= 1.3:  # bonded_pairs: closer than 1.3 x the radii at the start
+                raise ValueError(f"explore.new_bond = {e.new_bond!r} is not allowed: below "
+                                 "1.3 (pairs closer than 1.3 x the sum of covalent radii "
+                                 "are bonds of the start), or 0 (off)")
         if e.bond:
             check_real("explore.bond", e.bond, 1.3, strict=True)
         if e.statistic not in ("rms", "max"):

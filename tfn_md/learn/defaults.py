@@ -26,7 +26,7 @@ CRYSTAL: dict = {
     "test": {"temperatures": [300.0, 900.0], "trajectories": 3, "n": 20},
     "explore": {"temperatures": [300.0, 900.0, 1300.0], "runs": 1, "steps": 4000,
                 "timestep": 2.0, "max_select": 30, "min_separation": 100,
-                "bond": 0.0},  # neighbours change in a hot crystal
+                "new_bond": 0.0, "bond": 0.0},  # neighbours change in a hot crystal
     "budget": {"max_labels": 300},
     "model": {"channels": 32, "radial_hidden": 64, "n_basis": 8},  # cu-emt's size
     "loss": {"forces": 10.0, "stress": 10.0},

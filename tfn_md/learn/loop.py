@@ -18,10 +18,12 @@
               are computed; a frame is a candidate where its force spread (RMS over atoms,
               or the largest, `statistic`) exceeds `threshold`, its energy uncertainty
               `energy_threshold`, two atoms not bonded in the starting structure come
-              closer than `contact`, or a bond of it is longer than `bond` x the sum of
-              covalent radii (a trajectory ends past `stop`, at a contact or a broken bond)
+              closer than `contact` or than `new_bond` x the sum of their covalent radii
+              (a bond formed), or a bond of it is longer than `bond` x that sum (a
+              trajectory ends past `stop`, at a contact, a new bond or a broken bond)
       select  candidates by decreasing score (the largest of force spread / threshold and
-              energy uncertainty / energy threshold; contacts first, broken bonds next),
+              energy uncertainty / energy threshold; contacts first, then new bonds, then
+              broken bonds),
               none within
               `min_separation` steps of one already selected on the same trajectory, at
               most `max_select` and the labels left in the budget
@@ -91,6 +93,7 @@ from .fields import (
     AL_ENERGY_SPREAD,
     AL_INDEX,
     AL_ITERATION,
+    AL_NEW_BOND,
     AL_SCORE,
     AL_SPREAD,
     AL_STRETCH,
@@ -98,7 +101,7 @@ from .fields import (
 )
 from .reference import label, reference_factory
 
-__all__ = ["Learner", "broken_bond", "close_contact", "select"]
+__all__ = ["Learner", "broken_bond", "close_contact", "new_bond", "select"]
 
 
 def _duration(seconds: float) -> str:
@@ -123,6 +126,22 @@ def close_contact(atoms: Atoms, bonded: set[tuple[int, int]], distance: float) -
     close = [float(x) for a, b, x in zip(i, j, d, strict=True)
              if (min(a, b), max(a, b)) not in bonded]
     return min(close) if close else None
+
+
+def new_bond(atoms: Atoms, bonded: set[tuple[int, int]], factor: float) -> float | None:
+    """The smallest distance / (r_i + r_j) (covalent radii) of two atoms that are not a
+    pair of ``bonded``, where it is below ``factor``; else None (periodic images
+    included). Below ~1.1 the two have formed a bond that the starting structure lacks
+    (a ring closing, an atom moving to another partner): at the start such pairs sit at
+    1.5 or more, and thermal motion of bonded neighbours' neighbours stays above ~1.4."""
+    from ase.data import covalent_radii
+    from ase.neighborlist import neighbor_list
+
+    radii = covalent_radii[atoms.numbers]
+    i, j, d = neighbor_list("ijd", atoms, factor * radii)  # pairs within factor (r_i + r_j)
+    ratios = [float(x / (radii[a] + radii[b])) for a, b, x in zip(i, j, d, strict=True)
+              if (min(a, b), max(a, b)) not in bonded]
+    return min(ratios) if ratios else None
 
 
 def broken_bond(atoms: Atoms, bonded: set[tuple[int, int]], factor: float) -> float | None:
@@ -611,7 +630,7 @@ class Learner:
         # a run made before the energy uncertainty: no energy flags
         energy_threshold = calibration.get("energy_threshold") or math.inf
         candidates: list[Atoms] = []
-        checks = stopped = contacts = breaks = 0
+        checks = stopped = contacts = formations = breaks = 0
         left = self.cfg.budget.max_labels - self.labels_so_far()
         for (start, name), temperature in itertools.product(self.starts, e.temperatures):
             bonded = bonded_pairs(start)
@@ -638,11 +657,14 @@ class Learner:
                                     else np.max(spread)) if len(spread) else 0.0
                     sigma = float(calc.results[keys.ENERGY_SPREAD])
                     contact = close_contact(atoms, bonded, e.contact) if e.contact else None
+                    formed = new_bond(atoms, bonded, e.new_bond) if e.new_bond else None
                     broken = broken_bond(atoms, bonded, e.bond) if e.bond else None
                     checks += 1
                     score = max(largest / e.threshold, sigma / energy_threshold)
                     if contact is not None:  # first, the closest first
                         score = 1e100 / contact
+                    elif formed is not None:  # then new bonds, the shortest first
+                        score = 1e75 / formed
                     elif broken is not None:  # then, the most stretched first
                         score = 1e50 * broken
                     elif not np.isfinite(score):
@@ -657,14 +679,17 @@ class Learner:
                                        AL_SCORE: score}
                         if contact is not None:
                             record.info[AL_CONTACT] = contact
+                        if formed is not None:
+                            record.info[AL_NEW_BOND] = formed
                         if broken is not None:
                             record.info[AL_BROKEN] = broken
                         candidates.append(record)
-                    if (contact is not None or broken is not None or not np.isfinite(largest)
-                            or largest > e.stop):
+                    if (contact is not None or formed is not None or broken is not None
+                            or not np.isfinite(largest) or largest > e.stop):
                         stopped += 1
                         contacts += contact is not None
-                        breaks += broken is not None
+                        formations += contact is None and formed is not None
+                        breaks += contact is None and formed is None and broken is not None
                         break
                 bar.close()
         folder = self.out / f"iter{i}"
@@ -686,11 +711,14 @@ class Learner:
                 write_atoms(tmp, frames, append=False)
         self._say(f"iteration {i}: {checks} frames checked, {len(candidates)} above "
                   f"{e.threshold} eV/A or {energy_threshold:.4g} eV or closer than "
-                  f"{e.contact} A or with a bond past {e.bond} x covalent radii, {stopped} "
-                  f"trajectories stopped ({contacts} at a contact, {breaks} at a broken bond), "
+                  f"{e.contact} A or with a new bond (< {e.new_bond} x covalent radii) or a "
+                  f"bond past {e.bond} x covalent radii, {stopped} trajectories stopped "
+                  f"({contacts} at a contact, {formations} at a new bond, {breaks} at a "
+                  f"broken bond), "
                   f"{len(selected)} selected")
         return {"checked": checks, "candidates": len(candidates), "selected": len(selected),
-                "stopped": stopped, "contacts": contacts, "broken": breaks}
+                "stopped": stopped, "contacts": contacts, "new_bonds": formations,
+                "broken": breaks}
 
     def label(self, i: int) -> int:
         """Label iter<i>/selected.h5 into data.h5, skipping frames already there."""
