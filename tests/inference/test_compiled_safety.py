@@ -50,9 +50,16 @@ SCATTER = textwrap.dedent("""
 """)
 
 
-def scatter_error(threads: int, tmp_path) -> tuple[int, float | None]:
-    run = subprocess.run([sys.executable, "-c", SCATTER, str(threads)], capture_output=True,
-                         check=False, text=True, env=user_env(TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "ind")))
+def scatter_error(threads: int, tmp_path) -> tuple[int | None, float | None]:
+    """(exit status, largest error) of the reproduction generated for ``threads``; the
+    status is None where it hung (the corrupted heap can deadlock malloc: seen once, a
+    child asleep on a futex for minutes)."""
+    try:
+        run = subprocess.run([sys.executable, "-c", SCATTER, str(threads)],
+                             capture_output=True, check=False, text=True, timeout=300,
+                             env=user_env(TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "ind")))
+    except subprocess.TimeoutExpired:
+        return None, None
     lines = run.stdout.split()
     return run.returncode, float(lines[-1]) if lines else None
 

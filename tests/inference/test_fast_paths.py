@@ -171,6 +171,11 @@ def test_compiled_molecule_finite_differences_and_nve(compiler):
     print(f"compiled NVE: total-energy spread {spread:.2e} eV/atom")
     assert spread < 1e-4
     assert atoms.calc.engine.compiled.n_programs == 1
+    # every pair within the cutoff (a complete graph, no images) cannot grow: the program
+    # has no edge headroom beyond its bucket
+    (capacity,) = next(iter(atoms.calc.engine.compiled.programs.values()))
+    pairs = len(atoms) * (len(atoms) - 1)
+    assert capacity == compiled.bucket(pairs) < compiled.bucket(compiled.HEADROOM * pairs)
 
 
 def test_compiled_one_atom_and_new_buckets(compiler):

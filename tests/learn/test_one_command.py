@@ -160,6 +160,9 @@ def test_one_command_kill9_while_labelling_then_resume(tmp_path: Path):
     assert report.index("Independent reference") > report.index(lines[first + 2])
     history = json.loads((out / "state.json").read_text())["history"]
     assert all("independent" in h for h in history)
+    # the final potential (iteration 2, after the label budget) explored, nothing labelled
+    assert history[2]["check"] == "done" and history[2]["checked"] > 0
+    assert "The final potential's own exploration (iteration 2, not labelled)" in report
     offsets = [h["independent"]["energy_offset_meV_per_atom"] for h in history]
     assert len(offsets) == 3 and all(abs(x) < 1e6 for x in offsets)
     lefts = _lefts(done.stderr)
@@ -178,7 +181,8 @@ def test_one_command_kill9_while_labelling_then_resume(tmp_path: Path):
 
 def test_the_budget_counts_the_training_that_just_ended(tmp_path, monkeypatch):
     """After iteration 1's retraining the mean iteration (explore + label + retrain) is
-    known and must decide: one more would end past the budget, so the loop stops there
+    known and must decide: one more and the final potential's exploration would end past
+    the budget, so the loop stops there and explores the final potential if that fits
     (the ethanethiol trial went on and ended at 57.5 min of a 55 min budget)."""
     import tfn_md.learn.loop as loop
     import tfn_md.learn.report as report
@@ -212,9 +216,18 @@ def test_the_budget_counts_the_training_that_just_ended(tmp_path, monkeypatch):
             return 0
 
     raw = command_config(molecule="CH4", method="GFN2-xTB", out=str(tmp_path / "o"),
-                         budget_minutes=35)  # 2100 s
+                         budget_minutes=36)  # 2160 s
     state = Timed(LearnConfig.from_dict(raw), progress=False).run()
     # train 0 ends at 720 s, explore + label at 830, train 1 at 1430; one more iteration
-    # (710 s) would end at 2140 > 2100: stop
+    # (710 s) and the final check (100 s) would end at 2240 > 2160: stop, and check
     assert state["budget_stop"] and len(state["history"]) == 2
-    assert state["seconds"] == 1430.0 <= 35 * 60
+    assert state["history"][1]["check"] == "done"
+    assert state["seconds"] == 1530.0 <= 36 * 60
+    # 24 min (1440 s): the same stop, and the check would end past it: skipped
+    clock[0] = 0.0
+    raw = command_config(molecule="CH4", method="GFN2-xTB", out=str(tmp_path / "p"),
+                         budget_minutes=24)
+    state = Timed(LearnConfig.from_dict(raw), progress=False).run()
+    assert state["budget_stop"] and len(state["history"]) == 2
+    assert state["history"][1]["check"].startswith("skipped")
+    assert state["seconds"] == 1430.0

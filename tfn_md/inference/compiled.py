@@ -11,7 +11,8 @@ backward recomputes (CSE), and compiles the graph with AOTInductor into one C++ 
 
 Shapes are bucketed so that MD does not recompile at every change of the neighbour
 count: atoms are padded to ``bucket(n + 2)`` (buckets are m 2^k, m = 8..15: at most
-12.5 % padding), and a program made for E edges takes up to ``bucket(1.25 E)`` edges; any
+12.5 % padding), and a program made for E edges takes up to ``bucket(1.25 E)`` edges
+(``bucket(E)`` where E = n (n - 1) without periodic images: every pair is in); any
 program of the atom bucket with room for a call's edges (and not over 4 times too large)
 serves it. Padding is exact: two padding atoms sit 2 r_c + 1 A apart and every padding
 edge joins them, so the radial functions (zero at and beyond r_c, with zero slope) give
@@ -111,7 +112,10 @@ class CompiledResponse:
             self.calls[group] += 1
             if self.calls[group] <= self.after:
                 return None
-            inputs = self._inputs(group[0], bucket(HEADROOM * e))
+            # a complete graph without periodic images (a small molecule within the
+            # cutoff) cannot grow: no headroom, 10-25 % fewer padding edges to compute
+            complete = e == n * (n - 1) and not pairs[2].any()
+            inputs = self._inputs(group[0], bucket(e if complete else HEADROOM * e))
             self._fill(inputs, numbers, species, positions, cell, pairs)
             program = self._compile(inputs.tensors, stress)
             if program is None:

@@ -19,8 +19,9 @@ code is also the faster choice here (2 cores, 32 channels, float32; per call, to
 threads): ethanol 0.33 ms serial against 0.52 ms parallel (with the bug patched), Cu 864
 E+F+S 67 ms against 127 ms: atomic adds under contention and an OpenMP fork/join per
 microsecond kernel cost more than the second core gives. Matrix products stay BLAS calls,
-which use torch's intra-op threads, except the small ones of small programs, which are
-traced as loops (see ``SMALL_PRODUCTS``).
+which use torch's intra-op threads, except in small programs: there the small ones are
+traced as loops (see ``SMALL_PRODUCTS``) and the others run on the calling thread
+(:mod:`tfn_md.inference.serial_blas`).
 
 Safe by construction:
 
@@ -60,6 +61,7 @@ from torch import Tensor
 from ..nn.edge_kernel import unchunked
 from ..version import __version__
 from .program_check import TOLERANCE, compare
+from .serial_blas import serially
 
 __all__ = ["CACHE_MB", "CODEGEN", "FORMAT", "TOLERANCE", "Program", "ProgramError", "build",
            "cache_dir", "cache_limit", "digest_of_sources", "fingerprint", "program_key",
@@ -274,9 +276,9 @@ class Program:
     traced from) on the inputs of its first call. A call returns the outputs, or None
     where that check failed (one warning; the program is dropped for good)."""
 
-    def __init__(self, runner, path: Path, eager, dtype: torch.dtype):
+    def __init__(self, runner, path: Path, eager, dtype: torch.dtype, serial: bool = False):
         self.runner, self.path, self.eager, self.dtype = runner, path, eager, dtype
-        self.checked = False
+        self.checked, self.serial = False, serial  # serial: BLAS calls on one thread
         # the loader's flat call skips the wrapper's pytree (un)flattening: 15 us a call
         boxed = getattr(getattr(runner, "loader", None), "boxed_run", None)
         self._run = runner if boxed is None else (lambda *inputs: boxed(list(inputs)))
@@ -284,7 +286,7 @@ class Program:
     def __call__(self, *inputs):
         if self.runner is None:
             return None
-        out = self._run(*inputs)
+        out = serially(self._run, *inputs) if self.serial else self._run(*inputs)
         if not self.checked:
             with torch.enable_grad():
                 reference = self.eager(*inputs)
@@ -346,7 +348,8 @@ def build(function, inputs: tuple, key: str, small: bool = False) -> Program:
     autograd included, chunking off; common terms removed: the backward recomputes forward
     ones), exported, and compiled and checked in a child process, then cached; its first
     call is checked against ``function`` run eagerly. ``small``: a program
-    of at most ``SMALL_PROGRAM`` edges, whose small matrix products are traced as loops.
+    of at most ``SMALL_PROGRAM`` edges, whose small matrix products are traced as loops and
+    whose other ones run on the calling thread alone (:mod:`tfn_md.inference.serial_blas`).
     ProgramError where no program can be had."""
     device, dtype = inputs[0].device, next(t.dtype for t in inputs if t.is_floating_point())
     folder = safe_cache_dir()
@@ -377,7 +380,7 @@ def build(function, inputs: tuple, key: str, small: bool = False) -> Program:
         runner = torch._inductor.aoti_load_package(str(path))
     except Exception as err:
         raise ProgramError(f"loading {path} failed ({type(err).__name__}: {err})") from err
-    return Program(runner, path, function, dtype)
+    return Program(runner, path, function, dtype, serial=small and device.type == "cpu")
 
 
 def _python() -> str:

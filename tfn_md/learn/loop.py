@@ -30,7 +30,12 @@
       label   each selected frame by the reference, appended to data.h5 as it is done
     until an exploration finds no candidate (converged), or the label budget or the
     iteration limit is spent (then one last training on all labels), or the next
-    iteration would overrun [budget] minutes (estimated from the iterations so far).
+    iteration and the check after it would overrun [budget] minutes (estimated from the
+    iterations so far).
+    check     where it did not converge: the final potential explored as above, nothing
+              labelled: how far from converged it stopped, which holes it still has
+              (contacts, new or broken bonds) in report.md; skipped where it would overrun
+              the budget
 
 Every training is validated on valid.h5 (fixed: iterations compare) and scored on each
 trajectory of test.h5: force MAE (meV/A), energy MAE (meV/atom) and the mean energy offset
@@ -242,9 +247,17 @@ class Learner:
             elif stage == "train":
                 self._entry(state, i).update(self.train(i))
                 self._spent(state, i, stage, started)  # counted in the budget check below
-                state["stage"] = "done" if state["final"] else "explore"
+                state["stage"] = "check" if state["final"] else "explore"
                 if not state["final"] and self._over_budget(state, elapsed()):
-                    state["stage"], state["budget_stop"] = "done", True
+                    state["stage"], state["budget_stop"] = "check", True
+            elif stage == "check":  # the final potential explored, nothing labelled
+                explore = self._explore_seconds(state)
+                budget = 60.0 * self.cfg.budget.minutes
+                if budget and explore is not None and elapsed() + explore > budget:
+                    self._entry(state, i)["check"] = "skipped: past the time budget"
+                else:
+                    self._entry(state, i).update(self.explore(i), check="done")
+                state["stage"] = "done"
             elif stage == "explore":
                 found = self.explore(i)
                 self._entry(state, i).update(found)
@@ -261,8 +274,8 @@ class Learner:
                 state["stage"] = "train"
                 state["final"] = (used >= self.cfg.budget.max_labels
                                   or i + 1 >= self.cfg.budget.max_iterations)
-            if stage in ("explore", "label"):
-                self._spent(state, i, stage, started)
+            if stage in ("explore", "label", "check"):
+                self._spent(state, i, "explore" if stage == "check" else stage, started)
             state["seconds"] = elapsed()
             self.save_state(state)
         self._progress(state, elapsed())
@@ -310,13 +323,16 @@ class Learner:
 
     def time_left(self, state: dict, elapsed: float) -> float | None:
         """Estimated seconds to the end: the iterations left at the mean iteration time so
-        far, less what the current one has spent; at most what is left of the budget."""
+        far, less what the current one has spent (at the final check: one exploration);
+        at most what is left of the budget."""
         budget = 60.0 * self.cfg.budget.minutes or None
         if state["stage"] == "done":
             return 0.0
         per = self.iteration_seconds(state)
         left = None
-        if per is not None:
+        if state["stage"] == "check":
+            left = self._explore_seconds(state)
+        elif per is not None:
             i = state["iteration"]
             entry = state["history"][i] if i < len(state["history"]) else {}
             current = sum(entry.get("seconds", {}).get(k, 0.0)
@@ -328,13 +344,21 @@ class Learner:
             left = max(left, 0.0)
         return left
 
+    @staticmethod
+    def _explore_seconds(state: dict) -> float | None:
+        """The mean wall time of one exploration so far, s; None before the first."""
+        done = [e["seconds"]["explore"] for e in state["history"]
+                if "explore" in e.get("seconds", {})]
+        return float(np.mean(done)) if done else None
+
     def _over_budget(self, state: dict, elapsed: float) -> bool:
-        """True where [budget] minutes is set and one more iteration, at the mean
-        iteration time so far, would end past it."""
+        """True where [budget] minutes is set and one more iteration and the final
+        potential's exploration after it, at the mean times so far, would end past it."""
         if not self.cfg.budget.minutes:
             return False
         per = self.iteration_seconds(state)
-        return per is not None and elapsed + per > 60.0 * self.cfg.budget.minutes
+        check = self._explore_seconds(state) or 0.0
+        return per is not None and elapsed + per + check > 60.0 * self.cfg.budget.minutes
 
     def _progress(self, state: dict, elapsed: float) -> None:
         """The overall progress line: iteration, stage, time spent, time left (minutes)."""

@@ -62,6 +62,7 @@ def write_report(learner, state: dict) -> None:
                      f"{entry.get('selected', '-')} |")
         if entry.get("labelled"):
             pairs[i] = selected_errors(learner, i)
+    lines += _check(learner, state)
     lines += _independent_table(history)
     predicted = np.concatenate([p for p, _ in pairs.values()]) if pairs else np.zeros(0)
     true = np.concatenate([t for _, t in pairs.values()]) if pairs else np.zeros(0)
@@ -103,6 +104,24 @@ def _independent_table(history) -> list[str]:
             + f" | {ind['forces_mae_meV_per_A']:.2f} | {ind['energy_mae_meV_per_atom']:.3f}"
             f" | {offset:+.3f} | {shift} |")
     return lines
+
+
+def _check(learner, state) -> list[str]:
+    """What the exploration of the final potential found (nothing of it labelled)."""
+    entry = state["history"][-1] if state["history"] else {}
+    if "check" not in entry:
+        return []
+    if entry["check"] != "done":
+        return ["", f"The final potential was not explored ({entry['check']})."]
+    e = learner.cfg.explore
+    return ["", (f"The final potential's own exploration (iteration {entry['iteration']}, "
+                 f"not labelled): {entry['checked']} frames checked, {entry['candidates']} "
+                 f"above {e.threshold} eV/A or the energy threshold; {entry['stopped']} "
+                 f"trajectories stopped: {entry['contacts']} at a contact closer than "
+                 f"{e.contact} A, {entry.get('new_bonds', 0)} at a new bond, "
+                 f"{entry['broken']} at a broken bond (iter{entry['iteration']}/"
+                 "candidates.h5 holds the frames). A trajectory stopped there is a hole: do "
+                 "not run the potential where it went.")]
 
 
 def _reason(learner, state) -> str:
