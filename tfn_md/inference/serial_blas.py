@@ -9,11 +9,13 @@ more when the other core is busy. ethylamine's program (8 such calls) took 0.66 
 at torch's default 2 threads against 0.56 ms at 1; its Langevin MD ran at a median 1092
 steps/s with threaded products and 1143 with them serial (alternating in one process).
 
-``serially(f, *args)`` sets MKL's thread-local thread count (``MKL_Set_Num_Threads_Local``,
-exported by torch's own ``libtorch_cpu``; torch's ``set_num_threads`` sets the same
-thread-local value) to 1 for the call and puts the caller's value back after it: other
-threads, torch's own thread count and everything after the call are untouched. Where
-torch has no MKL (ARM, macOS, other BLAS) it does nothing.
+``serially(f, *args)`` sets MKL's count for the calling thread alone
+(``MKL_Set_Num_Threads_Local``, exported by torch's own ``libtorch_cpu``) to 1 for the
+duration of ``f`` and puts the caller's value back in a ``finally``. Nothing process-wide
+changes: torch's intra-op thread count, OpenMP's settings, MKL's global count and every
+other thread are untouched (tests/inference/test_serial_blas.py), and nothing but the
+program runs on the thread meanwhile. Where torch has no MKL (ARM, macOS, other BLAS) it
+does nothing.
 """
 
 import ctypes

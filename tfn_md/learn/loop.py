@@ -122,15 +122,22 @@ def bonded_pairs(atoms: Atoms) -> set[tuple[int, int]]:
     return set(bonds(atoms))
 
 
+def _unbonded(atoms: Atoms, bonded: set[tuple[int, int]], cutoff) -> tuple:
+    """(i, j, d) of the pairs within ``cutoff`` (ASE's neighbor_list: a distance, or one
+    radius per atom) that are not a pair of ``bonded``, periodic images included."""
+    from ase.neighborlist import neighbor_list
+
+    i, j, d = neighbor_list("ijd", atoms, cutoff)
+    keep = np.array([(min(a, b), max(a, b)) not in bonded for a, b in zip(i, j, strict=True)],
+                    dtype=bool)
+    return i[keep], j[keep], d[keep]
+
+
 def close_contact(atoms: Atoms, bonded: set[tuple[int, int]], distance: float) -> float | None:
     """The shortest distance (A) between two atoms closer than ``distance`` that are not a
     pair of ``bonded``, or None where there is none (periodic images included)."""
-    from ase.neighborlist import neighbor_list
-
-    i, j, d = neighbor_list("ijd", atoms, distance)
-    close = [float(x) for a, b, x in zip(i, j, d, strict=True)
-             if (min(a, b), max(a, b)) not in bonded]
-    return min(close) if close else None
+    d = _unbonded(atoms, bonded, distance)[2]
+    return float(d.min()) if len(d) else None
 
 
 def new_bond(atoms: Atoms, bonded: set[tuple[int, int]], factor: float) -> float | None:
@@ -140,13 +147,10 @@ def new_bond(atoms: Atoms, bonded: set[tuple[int, int]], factor: float) -> float
     (a ring closing, an atom moving to another partner): at the start such pairs sit at
     1.5 or more, and thermal motion of bonded neighbours' neighbours stays above ~1.4."""
     from ase.data import covalent_radii
-    from ase.neighborlist import neighbor_list
 
     radii = covalent_radii[atoms.numbers]
-    i, j, d = neighbor_list("ijd", atoms, factor * radii)  # pairs within factor (r_i + r_j)
-    ratios = [float(x / (radii[a] + radii[b])) for a, b, x in zip(i, j, d, strict=True)
-              if (min(a, b), max(a, b)) not in bonded]
-    return min(ratios) if ratios else None
+    i, j, d = _unbonded(atoms, bonded, factor * radii)  # pairs within factor (r_i + r_j)
+    return float((d / (radii[i] + radii[j])).min()) if len(d) else None
 
 
 def broken_bond(atoms: Atoms, bonded: set[tuple[int, int]], factor: float) -> float | None:
