@@ -9,8 +9,8 @@ Layers, lowest first (a module may import its own group and lower layers only):
     fronts     ase/, lammps/, data/   (three groups: none imports another)
     workflows  train/, tasks/, engines/   (three groups: engines/ drives i-PI, OpenMM and
                                           torch-sim through ase/ and inference/)
-    learn      learn/
-    check      check/                 (the report card: uses learn's reference calculators)
+    check      check/                 (the report card: any two ASE calculators side by side)
+    learn      learn/                 (ends with the report card of its final potential)
     cli        cli.py
 
 Every import counts, also those inside functions (a lazy import is still a dependency).
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import tfn_md
 
-RANK = {"core": 0, "inference": 1, "ase": 2, "lammps": 2, "data": 2, "train": 3, "tasks": 3, "engines": 3,
-        "learn": 4, "check": 5, "cli": 6}
+RANK = {"core": 0, "inference": 1, "ase": 2, "lammps": 2, "data": 2, "train": 3, "tasks": 3,
+        "engines": 3, "check": 4, "learn": 5, "cli": 6}
 
 
 def group(module: str) -> str:

@@ -91,8 +91,8 @@ def test_cli_on_the_shipped_ethanol_potential(tmp_path, capsys):
     for k in ("torsion_0-1", "torsion_1-2"):
         assert abs(data["relative_error"][k]) < 0.05
     mine, theirs = data["scans"]["stretch_C-C"]  # (x, energy, force spread) each
-    assert mine[0] == theirs[0] and len(mine[0]) == 17 and theirs[2] is None
-    assert len(mine[2]) == 17 and all(s > 0 for s in mine[2])  # 8 heads: an uncertainty
+    assert mine[0] == theirs[0] and len(mine[0]) == 21 and theirs[2] is None
+    assert len(mine[2]) == 21 and all(s > 0 for s in mine[2])  # 8 heads: an uncertainty
     with pytest.raises(SystemExit):  # one structure at a time
         main(["check", "ethanol-gfn2", "--reference", "GFN2-xTB", "--molecule", "CH3CH2OH",
               "--crystal", "C"])

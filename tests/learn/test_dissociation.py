@@ -4,6 +4,7 @@ at 0.24 eV instead of GFN2-xTB's 4.05 eV), and the exploration's broken-bond fla
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,25 @@ def test_the_loop_labels_them_once_and_trains_on_them(tmp_path: Path):
         reference = a.get_potential_energy()
         a.calc = calc
         assert a.get_potential_energy() == pytest.approx(reference, abs=1e-6)
+    # the loop's last step for a molecule: the final potential's report card against the
+    # reference, bonds stretched out to dissociation (3x), shown in report.md
+    import shutil
+
+    from tfn_md.learn.report import write_report
+
+    shutil.copyfile(learner.out / "iter0" / "model.pt", learner.out / "final.pt")
+    learner.report_card()
+    card = json.loads((learner.out / "card" / "properties.json").read_text())
+    for name in ("stretch_C-O_3.0", "stretch_C-H_3.0", "nu_1"):  # EMT: no O-H bond
+        assert np.isfinite(card["reference"][name]) and np.isfinite(card["potential"][name])
+    mine, theirs = card["scans"]["stretch_C-O"]
+    assert mine[0] == theirs[0] and mine[0][-1] == 3.0
+    state = {"iteration": 0, "stage": "done", "final": True,
+             "history": [{"iteration": 0, **entry}]}
+    write_report(learner, state)
+    report = (learner.out / "report.md").read_text()
+    assert "## Report card: final.pt against ase.calculators.emt:EMT" in report
+    assert "| bond C-O stretched to 3.0x | eV |" in report
 
 
 class _FailsFarApart:

@@ -3,8 +3,6 @@
 import json
 from pathlib import Path
 
-import numpy as np
-
 __all__ = ["add_check_parser"]
 
 
@@ -17,7 +15,7 @@ def add_check_parser(subparsers) -> None:
         "modulus, elastic constants, vacancy formation energy, low-index surface energies, "
         "phonon frequencies at the zone boundary (tfn_md/check/crystal.py). A molecule "
         "(--molecule or --structure): relaxed geometry RMSD, harmonic frequencies, rigid "
-        "torsion barriers of rotatable bonds, bond-stretch energies to 1.3x and 1.6x "
+        "torsion barriers of rotatable bonds, bond-stretch energies to 1.3x, 1.6x and 3x "
         "(tfn_md/check/molecule.py).",
         epilog="examples: tfn-md check cu-emt --reference ase.calculators.emt:EMT "
         "--crystal Cu -o cu-emt-card; tfn-md check ethanol-gfn2 --reference GFN2-xTB "
@@ -45,10 +43,9 @@ def add_check_parser(subparsers) -> None:
 
 def _check(args) -> int:
     from ..ase.calculator import TFNCalculator
-    from ..atomic import write_text_atomic
     from ..checkpoint import load_potential
-    from ..learn.reference import reference_factory
-    from .report import as_json, card_table, plot_scans
+    from ..data.sources import molecule_or_file, reference_factory
+    from .report import card_text, write_card
 
     model = load_potential(args.potential)  # a clear error now, not after the reference
     xtb = args.reference.upper().startswith(("GFN", "IPEA"))
@@ -71,31 +68,18 @@ def _check(args) -> int:
         potential = crystal_properties(potential_calc, args.crystal, args.lattice,
                                        guess=reference["a"])
     else:
-        from ..data.sources import molecule_or_file
-        from .molecule import describe, geometry_rmsd, molecule_properties
+        from .molecule import compare_molecule, describe
 
         atoms, _ = molecule_or_file(args.molecule, args.structure)
         unknown = sorted(set(atoms.get_chemical_symbols()) - set(model.species))
         if unknown:
             raise ValueError(f"the molecule has {unknown}; the potential knows {model.species}")
-        ref_card = molecule_properties(reference_calc, atoms)
-        pot_card = molecule_properties(potential_calc, atoms, ref_card.bonds)
-        reference, potential = ref_card.properties, pot_card.properties
-        scans = {k: (pot_card.scans[k], ref_card.scans[k]) for k in ref_card.scans}
-        freq = [abs(potential[k] - reference[k]) for k in reference if k.startswith("nu_")]
-        rmsd = geometry_rmsd(ref_card.minimum, pot_card.minimum)
-        summary = f"relaxed geometry RMSD {rmsd:.4f} A" + (
-            f"; harmonic frequencies MAE {np.mean(freq):.1f} cm^-1, max {np.max(freq):.1f} "
-            "cm^-1" if freq else "")
-    table = card_table(potential, reference, describe, (args.potential, args.reference))
-    text = table + (f"\n\n{summary}" if summary else "")
+        potential, reference, scans, summary = compare_molecule(potential_calc,
+                                                                reference_calc, atoms)
+    names = (args.potential, args.reference)
+    text = card_text(potential, reference, describe, names, summary)
     print(text)
-    if args.output is not None:
-        args.output.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(args.output / "report.md", text + "\n")
-        write_text_atomic(args.output / "properties.json",
-                          as_json(potential, reference, scans))
-        if scans and not plot_scans(scans, args.output / "scans.png",
-                                    (args.potential, args.reference)):
-            print("(scans.png not written: matplotlib is missing, pip install tfn_md[plot])")
+    if args.output is not None and not write_card(args.output, text, potential, reference,
+                                                  scans, names):
+        print("(scans.png not written: matplotlib is missing, pip install tfn_md[plot])")
     return 0

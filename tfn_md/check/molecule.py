@@ -13,10 +13,14 @@ Each calculator relaxes the molecule itself (BFGS, largest force below ``FMAX``)
   of each rotatable bond i-j (a single bond between two atoms that both have other
   neighbours, outside any ring) in steps of 15 degrees, rotating the smaller side;
 * ``stretch_<A>-<B>_<f>`` (eV): the energy of the first bond of each element pair A-B
-  stretched rigidly to f = 1.3 and 1.6 times its length (the smaller side moved), above
-  the minimum, from a scan of f = 0.8 to 1.6 in steps of 0.05. Bonds are pairs closer
-  than 1.3 times the sum of their covalent radii at the reference's minimum; atoms are
-  numbered from 0 as in the input.
+  stretched rigidly to f = 1.3, 1.6 and 3 times its length (the smaller side moved),
+  above the minimum, from a scan of f = 0.8 to 1.6 in steps of 0.05, then 1.8, 2, 2.5
+  and 3: the strained bond, where a false barrier sits if there is one, and the
+  dissociation plateau (a potential that never saw a bond break can put it at a
+  fraction of the reference's, README). Bonds are pairs closer than 1.3 times the sum
+  of their covalent radii at the reference's minimum; atoms are numbered from 0 as in
+  the input. A point where the calculator fails (an SCF that does not converge far
+  out) is NaN.
 """
 
 import tempfile
@@ -31,12 +35,13 @@ from ase.vibrations import Vibrations
 
 from ..bonds import bonds, smaller_side
 
-__all__ = ["FMAX", "MoleculeCard", "bonds", "contact_scans", "describe", "geometry_rmsd",
-           "molecule_properties", "relaxed", "stretch_scans"]
+__all__ = ["FMAX", "MoleculeCard", "bonds", "compare_molecule", "contact_scans", "describe",
+           "geometry_rmsd", "molecule_properties", "relaxed", "stretch_scans"]
 
 FMAX = 0.001  # eV/A
 TORSION_STEP = 15  # degrees
-STRETCH = (1.3, 1.6)
+STRETCH = (1.3, 1.6, 3.0)  # the factors reported
+STRETCH_SCAN = [round(0.8 + 0.05 * k, 2) for k in range(17)] + [1.8, 2.0, 2.5, 3.0]
 CM1 = units.invcm  # eV per cm^-1
 
 
@@ -140,23 +145,46 @@ def molecule_properties(make: Callable, atoms: Atoms, edges: list | None = None
         name = f"torsion_{min(i, j)}-{max(i, j)}"
         out[name] = 1e3 * float(np.ptp(energies))
         card.scans[name] = ([float(x) for x in angles], energies, _known(spreads))
+    def energy_or_nan(moved: Atoms) -> float:
+        try:
+            return energy(moved)
+        except Exception:  # noqa: BLE001 - any calculator's failure far out on the curve
+            return float("nan")
+
     for name, (factors, frames) in stretch_scans(minimum, edges).items():
-        energies = [energy(a) for a in frames]
+        energies = [energy_or_nan(a) for a in frames]
         for factor in STRETCH:
             out[f"stretch_{name[8:]}_{factor}"] = energies[factors.index(factor)]
         card.scans[name] = (factors, energies, _known([spread(a) for a in frames]))
     return card
 
 
+def compare_molecule(make_potential: Callable, make_reference: Callable, atoms: Atoms
+                     ) -> tuple[dict, dict, dict, str]:
+    """The report card of a molecule: (potential's properties, reference's, scans: name ->
+    (potential's (x, E, spread), reference's), a summary line). Each calculator relaxes
+    its own minimum; the bonds scanned are the reference's."""
+    ref_card = molecule_properties(make_reference, atoms)
+    pot_card = molecule_properties(make_potential, atoms, ref_card.bonds)
+    reference, potential = ref_card.properties, pot_card.properties
+    scans = {k: (pot_card.scans[k], ref_card.scans[k]) for k in ref_card.scans}
+    freq = [abs(potential[k] - reference[k]) for k in reference if k.startswith("nu_")]
+    rmsd = geometry_rmsd(ref_card.minimum, pot_card.minimum)
+    summary = f"relaxed geometry RMSD {rmsd:.4f} A" + (
+        f"; harmonic frequencies MAE {np.mean(freq):.1f} cm^-1, max {np.max(freq):.1f} "
+        "cm^-1" if freq else "")
+    return potential, reference, scans, summary
+
+
 def stretch_scans(minimum: Atoms, edges: list[tuple[int, int]]
                   ) -> dict[str, tuple[list[float], list[Atoms]]]:
     """``stretch_<A>-<B>`` -> (factors, geometries): the first bond of each element pair
-    stretched rigidly to 0.8-1.6 times its length in steps of 0.05 (the smaller side
-    moved; bonds in rings are skipped)."""
+    stretched rigidly to each factor of ``STRETCH_SCAN`` x its length (0.8-3; the smaller
+    side moved; bonds in rings are skipped)."""
     n, symbols, pairs, scans = len(minimum), minimum.get_chemical_symbols(), {}, {}
     for i, j in edges:
         pairs.setdefault("-".join(sorted((symbols[i], symbols[j]))), (i, j))
-    factors = [round(float(f), 2) for f in np.arange(0.8, 1.65, 0.05)]
+    factors = list(STRETCH_SCAN)
     for pair, (i, j) in sorted(pairs.items()):
         side = smaller_side(n, edges, i, j)
         if side is None:

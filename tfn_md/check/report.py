@@ -4,7 +4,7 @@ error, as Markdown (and the numbers as JSON)."""
 import json
 import math
 
-__all__ = ["as_json", "card_table", "plot_scans", "relative_errors"]
+__all__ = ["as_json", "card_table", "card_text", "plot_scans", "relative_errors", "write_card"]
 
 
 def relative_errors(potential: dict, reference: dict) -> dict[str, float]:
@@ -27,6 +27,29 @@ def card_table(potential: dict, reference: dict, describe, names=("potential", "
         lines.append(f"| {what} | {unit} | {ref:.4g} | {potential[key]:.4g} | "
                      f"{100 * errors[key]:+.1f} % |")
     return "\n".join(lines)
+
+
+def card_text(potential: dict, reference: dict, describe, names=("potential", "reference"),
+              summary: str = "") -> str:
+    """The table of :func:`card_table` and, where given, the summary line under it."""
+    table = card_table(potential, reference, describe, names)
+    return table + (f"\n\n{summary}" if summary else "")
+
+
+def write_card(folder, text: str, potential: dict, reference: dict, scans: dict,
+               names=("potential", "reference")) -> bool:
+    """``report.md`` (``text``), ``properties.json`` (:func:`as_json`) and, where there are
+    scans, ``scans.png`` into ``folder`` (made); each written atomically. False where
+    scans.png could not be drawn (matplotlib missing)."""
+    from pathlib import Path
+
+    from ..atomic import write_text_atomic
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / "report.md", text + "\n")
+    write_text_atomic(folder / "properties.json", as_json(potential, reference, scans))
+    return not scans or plot_scans(scans, folder / "scans.png", names)
 
 
 def as_json(potential: dict, reference: dict, scans: dict | None = None) -> str:

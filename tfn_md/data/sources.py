@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib
 import importlib.metadata
 import json
 import os
@@ -277,6 +278,29 @@ def xtb_calculator(method: str = "GFN2-xTB") -> Any:
     except ImportError:
         raise ModuleNotFoundError("xTB sampling needs tblite: pip install tblite") from None
     return TBLite(method=method, verbosity=0)
+
+
+def reference_factory(method: str = "", calculator: str = "", kwargs: dict | None = None
+                      ) -> Callable[[str], Any]:
+    """A function returning a fresh calculator (it takes the method name, as
+    :func:`tfn_md.data.sources.sample_xtb`'s ``calculator`` does). The class is imported
+    now, so a misspelt name is an error before any work."""
+    kwargs = dict(kwargs or {})
+    if method:
+        xtb_calculator(method)  # tblite present?
+        return xtb_calculator
+    module_name, _, class_name = calculator.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"reference.calculator = {calculator!r}: cannot import module "
+                         f"{module_name!r} ({err})") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ValueError(f"reference.calculator = {calculator!r}: module {module_name!r} has "
+                         f"no {class_name!r}")
+    cls(**kwargs)  # the keyword arguments are accepted?
+    return lambda _method=None: cls(**kwargs)
 
 
 def _thermalize(atoms: Atoms, temperature: float, rng: np.random.Generator) -> None:

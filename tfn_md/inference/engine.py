@@ -237,7 +237,7 @@ class Engine:
         if keys.DIPOLE in out:
             results[keys.DIPOLE] = array(keys.DIPOLE)[0]
         if keys.ENERGY_SPREAD in out:  # the ensemble route
-            results[keys.ENERGY_SPREAD] = float(out[keys.ENERGY_SPREAD].sum())
+            results[keys.ENERGY_SPREAD] = float(array(keys.ENERGY_SPREAD).sum())
         elif self._covariance is not None:  # inference.uncertainty.energy_spread, 1 structure
             f = array(keys.READOUT_INPUTS).sum(0)  # [c]
             results[keys.ENERGY_SPREAD] = float(np.sqrt(max(f @ self._covariance @ f, 0.0)))

@@ -36,6 +36,8 @@
               labelled: how far from converged it stopped, which holes it still has
               (contacts, new or broken bonds) in report.md; skipped where it would overrun
               the budget
+    card      a molecule's final potential against the reference: geometry, frequencies,
+              torsions, bonds stretched out to dissociation (seconds; tfn_md.check)
 
 Every training is validated on valid.h5 (fixed: iterations compare) and scored on each
 trajectory of test.h5: force MAE (meV/A), energy MAE (meV/atom) and the mean energy offset
@@ -48,8 +50,9 @@ Everything lives in [run] out: ``test.h5``, ``valid.h5``, ``state.json`` (stage 
 history, written atomically after each stage), ``data.h5`` (all labels; every append is
 committed atomically, see docs/dataset-format.md), ``iter<i>/train`` (a ``tfn-md train``
 run: best.pt, last.pt, metrics), ``iter<i>/candidates.h5`` and ``iter<i>/selected.h5``
-(written atomically before labelling starts), ``final.pt``, ``report.md`` and
-``report.png``.
+(written atomically before labelling starts), ``final.pt``, ``report.md``,
+``report.png`` and, for a molecule, ``card/`` (the final potential's report card against
+the reference, :meth:`Learner.report_card`).
 
 Resuming (run the same command again after a crash or ``kill -9``): the stage in
 ``state.json`` is redone from where it stands. The initial sampling continues after its
@@ -286,10 +289,40 @@ class Learner:
         final = self.model_path(state["iteration"])
         with atomic_path(self.out / "final.pt") as tmp:
             shutil.copyfile(final, tmp)
+        self.report_card()
         from .report import write_report
 
         write_report(self, state)
         return state
+
+    def report_card(self) -> None:
+        """The final potential's physics report card against the reference
+        (:func:`tfn_md.check.molecule.compare_molecule`: geometry, frequencies, torsion
+        barriers, bond stretches out to dissociation) for the first molecular start, into
+        ``card/`` (report.md, properties.json, scans.png). Crystals get none here (``tfn-md
+        check --crystal`` needs a cubic element). A failure is written there in its place:
+        the loop's result stands."""
+        atoms = next((a for a, _ in self.starts if not a.pbc.any()), None)
+        if atoms is None:
+            return
+        from ..ase.calculator import TFNCalculator
+        from ..check.molecule import compare_molecule, describe
+        from ..check.report import card_text, write_card
+        from ..checkpoint import load_potential
+
+        folder, names = self.out / "card", ("final.pt", self.method)
+        self._say(f"report card: final.pt against {self.method} -> {folder}")
+        model = load_potential(self.out / "final.pt")
+        try:
+            potential, reference, scans, summary = compare_molecule(
+                lambda: TFNCalculator(model, dtype="float64", compile=False),
+                lambda: self.make(self.method), atoms)
+        except Exception as err:  # noqa: BLE001 - any calculator's failure, said in report.md
+            folder.mkdir(exist_ok=True)
+            write_text_atomic(folder / "report.md", f"The report card failed: {err!r}\n")
+            return
+        write_card(folder, card_text(potential, reference, describe, names, summary),
+                   potential, reference, scans, names)
 
     def _spent(self, state: dict, i: int, stage: str, started: float) -> None:
         """Add the wall time since ``started`` to iteration i's seconds of ``stage``."""

@@ -3,7 +3,6 @@ named ``module:Class`` with keyword arguments."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -12,33 +11,9 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from .. import keys
+from ..data.sources import reference_factory  # also importable from here, as before
 
 __all__ = ["label", "reference_factory"]
-
-
-def reference_factory(method: str = "", calculator: str = "", kwargs: dict | None = None
-                      ) -> Callable[[str], Any]:
-    """A function returning a fresh calculator (it takes the method name, as
-    :func:`tfn_md.data.sources.sample_xtb`'s ``calculator`` does). The class is imported
-    now, so a misspelt name is an error before any work."""
-    kwargs = dict(kwargs or {})
-    if method:
-        from ..data.sources import xtb_calculator
-
-        xtb_calculator(method)  # tblite present?
-        return xtb_calculator
-    module_name, _, class_name = calculator.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(f"reference.calculator = {calculator!r}: cannot import module "
-                         f"{module_name!r} ({err})") from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise ValueError(f"reference.calculator = {calculator!r}: module {module_name!r} has "
-                         f"no {class_name!r}")
-    cls(**kwargs)  # the keyword arguments are accepted?
-    return lambda _method=None: cls(**kwargs)
 
 
 def label(atoms: Atoms, make: Callable[[str], Any], method: str = "") -> Atoms:

@@ -64,6 +64,7 @@ def write_report(learner, state: dict) -> None:
             pairs[i] = selected_errors(learner, i)
     lines += _check(learner, state)
     lines += _independent_table(history)
+    lines += _card(learner)
     predicted = np.concatenate([p for p, _ in pairs.values()]) if pairs else np.zeros(0)
     true = np.concatenate([t for _, t in pairs.values()]) if pairs else np.zeros(0)
     if len(predicted) > 2:
@@ -103,6 +104,21 @@ def _independent_table(history) -> list[str]:
             f"{ind['worst_forces_mae_meV_per_A'].get(t, float('nan')):.2f}" for t in temps)
             + f" | {ind['forces_mae_meV_per_A']:.2f} | {ind['energy_mae_meV_per_atom']:.3f}"
             f" | {offset:+.3f} | {shift} |")
+    return lines
+
+
+def _card(learner) -> list[str]:
+    """The final potential's report card (:meth:`Learner.report_card`), where there is one."""
+    folder = learner.out / "card"
+    if not (folder / "report.md").exists():
+        return []
+    lines = ["", f"## Report card: final.pt against {learner.method}", "",
+             "Each property computed the same way with both (each relaxes its own minimum; "
+             "tfn_md/check/molecule.py). A bond stretched to 3x sits on the dissociation "
+             "plateau: a potential far below the reference there breaks bonds too cheaply "
+             "in hot MD.", "", (folder / "report.md").read_text().strip()]
+    if (folder / "scans.png").exists():
+        lines += ["", "![scans](card/scans.png)"]
     return lines
 
 
