@@ -1,6 +1,7 @@
-"""Free atoms and stretched bonds in the initial data of ``tfn-md learn`` (issue 26: a
-potential trained on thermal frames of one molecule put ethanethiol's S-H dissociation
-at 0.24 eV instead of GFN2-xTB's 4.05 eV), and the exploration's broken-bond flag."""
+"""Free atoms, stretched bonds and hopping hydrogens in the initial data of ``tfn-md learn``
+(issue 26: a potential trained on thermal frames of one molecule put ethanethiol's S-H
+dissociation at 0.24 eV instead of GFN2-xTB's 4.05 eV), and the exploration's broken-bond
+flag."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from ase.data import covalent_radii
 
 from tfn_md.data import H5Dataset
 from tfn_md.learn.config import LearnConfig
-from tfn_md.learn.dissociation import bridges, free_atoms, stretched_bonds
+from tfn_md.learn.dissociation import bridges, free_atoms, hopped_hydrogens, stretched_bonds
 from tfn_md.learn.loop import Learner, bonded_pairs, broken_bond
 
 
@@ -67,6 +68,36 @@ def test_stretched_bonds_pull_one_side_rigidly_to_the_factor():
     assert [a.get_chemical_formula() for a in atoms] == ["H", "C", "O"]
 
 
+def test_hopped_hydrogens_turn_about_their_partner_toward_the_next_atom():
+    """Each H turned about its partner x (|h - x| kept, nothing else moved) until |h - y| =
+    factor x (r_H + r_y) for y bonded to x; a frame bringing a pair of elements closer than
+    anywhere in the frames it was made from is left out (geminal H-H hops are)."""
+    start, frames = _thermal("CH3CH2NH2", 12)
+    bonded = bonded_pairs(start)
+    factors = [1.05, 1.25, 1.5]
+    out = hopped_hydrogens(frames, bonded, factors, per_pair=2)
+    neighbours = {i: {j for p in bonded for j in p if i in p and j != i} for i in range(10)}
+    hops = {(h, y) for h in range(10) if start.numbers[h] == 1 for x in neighbours[h]
+            for y in neighbours[x] if y != h}
+    heavy = {f"{h}>{y}" for h, y in hops if start.numbers[y] > 1}
+    assert {a.info["al_bond"] for a in out} == heavy  # every H toward every heavy 1-3 atom
+    closest = min(f.get_all_distances()[np.triu_indices(10, 1)][
+        (start.numbers[np.triu_indices(10, 1)[0]] == 1)
+        & (start.numbers[np.triu_indices(10, 1)[1]] == 1)].min() for f in frames)
+    for a in out:
+        h, y = map(int, a.info["al_bond"].split(">"))
+        (x,) = neighbours[h]
+        base = next(f for f in frames if np.allclose(np.delete(f.positions, h, 0),
+                                                     np.delete(a.positions, h, 0)))
+        assert a.get_distance(h, x) == pytest.approx(base.get_distance(h, x))
+        r_cov = covalent_radii[1] + covalent_radii[a.numbers[y]]
+        assert a.get_distance(h, y) == pytest.approx(a.info["al_stretch"] * r_cov)
+        hh = [a.get_distance(h, k) for k in range(10) if k != h and a.numbers[k] == 1]
+        assert min(hh) >= closest - 1e-9  # the H-H wall stays where the frames put it
+    assert {a.info["al_stretch"] for a in out} <= set(factors)
+    assert hopped_hydrogens(frames, bonded, [], 2) == []
+
+
 def test_a_broken_bond_is_flagged_past_the_factor():
     start = molecule("CH3CH2OH")
     bonded = bonded_pairs(start)
@@ -84,7 +115,7 @@ def test_the_loop_labels_them_once_and_trains_on_them(tmp_path: Path):
         "system": {"molecule": "CH3OH"},
         "reference": {"calculator": "ase.calculators.emt:EMT"},
         "initial": {"temperatures": [300.0], "n": 6, "interval": 5, "equilibration": 5,
-                    "stretch": [1.5, 2.5], "stretch_frames": 1},
+                    "stretch": [1.5, 2.5], "hop": [1.3], "stretch_frames": 1},
         "model": {"channels": 8, "l_max": 1, "layers": 1, "cutoff": 3.0, "radial_hidden": 16,
                   "energy_heads": 2},
         "optim": {"epochs": 1},
@@ -101,7 +132,8 @@ def test_the_loop_labels_them_once_and_trains_on_them(tmp_path: Path):
     assert sorted(a.get_chemical_formula() for a in alone) == ["C", "H", "O"]
     assert all(a.get_forces().shape == (1, 3) for a in alone)
     stretched = [a for a in extra if "al_stretch" in a.info]
-    assert {a.info["al_stretch"] for a in stretched} == {1.5, 2.5}
+    assert {a.info["al_stretch"] for a in stretched if "-" in a.info["al_bond"]} == {1.5, 2.5}
+    assert {a.info["al_stretch"] for a in stretched if ">" in a.info["al_bond"]} == {1.3}
     with H5Dataset(learner.data) as ds:  # stretched bonds: the energy only
         has_forces = ds.mask("forces")
     assert [bool(has_forces[k]) for k, a in enumerate(frames)] == [
@@ -114,7 +146,8 @@ def test_the_loop_labels_them_once_and_trains_on_them(tmp_path: Path):
     with H5Dataset(learner.data) as ds:
         assert len(ds) == len(frames)
     entry = learner.train(0)  # free atoms (no edges) go through training and calibration
-    assert np.isfinite(entry["valid_forces_mae"])
+    # (the random 10 % held out may hold only energy-only frames: the energy MAE is there)
+    assert np.isfinite(entry["valid_energy_per_atom_mae"]) and "energy_zero" in entry["calibration"]
     # the training's energy zero of each element is its free atom's: the model's energy
     # of an atom alone is the reference's (the re-fit after it moves E0 by the least
     # squares over all sampled frames, where the molecule's thousands of frames dominate)

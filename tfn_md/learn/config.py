@@ -50,7 +50,8 @@ class InitialSection:
     friction: float = 0.01
     equilibration: int = 100
     stretch: list = field(default_factory=list)  # bond lengths / covalent radii sum
-    stretch_frames: int = 2  # frames per bond (tfn_md.learn.dissociation)
+    hop: list = field(default_factory=list)  # H-to-neighbour distances / covalent radii sum
+    stretch_frames: int = 2  # frames per bond or hop (tfn_md.learn.dissociation)
 
 
 @dataclass
@@ -164,12 +165,13 @@ class LearnConfig:
             check_int(f"{sec_name}.interval", sec.interval, 1)
         check_int("initial.n", self.initial.n, 0 if self.initial.data else 2)
         check_int("initial.equilibration", self.initial.equilibration, 0)
-        stretch = self.initial.stretch
-        if not isinstance(stretch, list):
-            raise ValueError(f"initial.stretch = {stretch!r} is not allowed: a list of bond "
-                             "lengths in units of the sum of covalent radii ([] for none)")
-        self.initial.stretch = [check_real(f"initial.stretch[{k}]", v, 1.0, strict=True)
-                                for k, v in enumerate(stretch)]
+        for key, low in (("stretch", 1.0), ("hop", 0.5)):
+            values = getattr(self.initial, key)
+            if not isinstance(values, list):
+                raise ValueError(f"initial.{key} = {values!r} is not allowed: a list of "
+                                 "distances in units of the sum of covalent radii ([] for none)")
+            setattr(self.initial, key, [check_real(f"initial.{key}[{k}]", v, low, strict=True)
+                                        for k, v in enumerate(values)])
         check_int("initial.stretch_frames", self.initial.stretch_frames, 1)
         e = self.explore
         for key, low in (("runs", 1), ("steps", 1), ("max_select", 1), ("min_separation", 0)):

@@ -22,7 +22,7 @@ TEMPLATE = Path(__file__).with_name("template.toml")
 # periodic structures: no molecule-sized exploration up to bond breaking, fewer frames (a
 # crystal frame carries many atoms), stress learned
 CRYSTAL: dict = {
-    "initial": {"temperatures": [300.0, 600.0, 900.0], "n": 60, "stretch": []},
+    "initial": {"temperatures": [300.0, 600.0, 900.0], "n": 60, "stretch": [], "hop": []},
     "test": {"temperatures": [300.0, 900.0], "trajectories": 3, "n": 20},
     "explore": {"temperatures": [300.0, 900.0, 1300.0], "runs": 1, "steps": 4000,
                 "timestep": 2.0, "max_select": 30, "min_separation": 100,

@@ -13,8 +13,9 @@ AL_SCORE = "al_score"  # what selection ranks by (the loop's module docstring)
 AL_CONTACT = "al_contact"  # A: the closest non-bonded pair, in frames flagged for it
 AL_NEW_BOND = "al_new_bond"  # the closest pair not bonded at the start, / (r_i + r_j)
 AL_BROKEN = "al_broken"  # the longest start bond / the sum of covalent radii, where flagged
-AL_DISSOCIATION = "al_dissociation"  # which free-atom or stretched-bond frame a label is
-AL_STRETCH = "al_stretch"  # stretched-bond frames: bond length / the sum of covalent radii
-AL_BOND = "al_bond"  # stretched-bond frames: the pair "i-j" stretched
+AL_DISSOCIATION = "al_dissociation"  # which free-atom, stretched-bond or hop frame a label is
+AL_STRETCH = "al_stretch"  # stretched-bond and hop frames (energy only): the pair's distance
+#                            / the sum of their covalent radii
+AL_BOND = "al_bond"  # the pair: "i-j" a stretched bond, "h>y" hydrogen h moved toward y
 BOOKKEEPING = frozenset({AL_ITERATION, AL_INDEX, AL_SPREAD, AL_ENERGY_SPREAD, AL_SCORE,
                          AL_CONTACT, AL_NEW_BOND, AL_BROKEN, AL_DISSOCIATION, AL_STRETCH, AL_BOND})

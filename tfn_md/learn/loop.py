@@ -4,8 +4,8 @@
               trajectories per temperature -> test.h5; and a fixed validation set, n / 10
               frames per [initial] temperature with another seed -> valid.h5
     initial   reference Langevin MD at [initial] temperatures -> data.h5; where `stretch`
-              lists factors, for a molecule also free atoms and stretched bonds
-              (tfn_md.learn.dissociation)
+              or `hop` list factors, for a molecule also free atoms, stretched bonds and
+              hopping hydrogens (tfn_md.learn.dissociation)
     repeat, iteration i = 0, 1, ...:
       train   iteration 0 from scratch (or run.init), later from iteration i-1's weights, on
               data.h5; then the heads' force spread is calibrated on training frames
@@ -489,7 +489,7 @@ class Learner:
                     source.close()
         if c.n:
             self._sample_initial()
-        if c.stretch:
+        if c.stretch or c.hop:
             self.dissociation()
 
     def _sample_initial(self) -> None:
@@ -507,13 +507,13 @@ class Learner:
                            seed=self.cfg.run.seed, progress=bar.update, calculator=self.make)
 
     def dissociation(self) -> None:
-        """Free atoms and stretched bonds (:mod:`tfn_md.learn.dissociation`) of each
-        molecular start, made from the initial frames in data.h5 and labelled into it;
-        resuming labels those not yet there. A frame the reference fails on (an SCF that
-        does not converge far out on a dissociation curve) is left out, and said."""
+        """Free atoms, stretched bonds and hopping hydrogens (:mod:`tfn_md.learn.dissociation`) of
+        each molecular start, made from the initial frames in data.h5 and labelled into
+        it; resuming labels those not yet there. A frame the reference fails on (an SCF
+        that does not converge far out on a dissociation curve) is left out, and said."""
         from tqdm import tqdm
 
-        from .dissociation import free_atoms, stretched_bonds
+        from .dissociation import free_atoms, hopped_hydrogens, stretched_bonds
 
         c = self.cfg.initial
         marked = self._marked(AL_DISSOCIATION)
@@ -525,13 +525,15 @@ class Learner:
             if start.pbc.any():
                 continue
             same = [a for a in initial if list(a.numbers) == list(start.numbers)]
-            frames += free_atoms(start.numbers) + stretched_bonds(
-                same, bonded_pairs(start), c.stretch, c.stretch_frames)
+            bonded = bonded_pairs(start)
+            frames += (free_atoms(start.numbers)
+                       + stretched_bonds(same, bonded, c.stretch, c.stretch_frames)
+                       + hopped_hydrogens(same, bonded, c.hop, c.stretch_frames))
         if not frames:
             return
         todo = [(k, a) for k, a in enumerate(frames) if k not in done]
-        self._say(f"dissociation: {len(frames)} free-atom and stretched-bond frames, "
-                  f"labelling {len(todo)} with {self.method}")
+        self._say(f"dissociation: {len(frames)} free-atom, stretched-bond and hydrogen-hop "
+                  f"frames, labelling {len(todo)} with {self.method}")
         failed = []
         with (DatasetWriter(self.data) as writer,
               tqdm(total=len(frames), initial=len(frames) - len(todo), desc="dissociation",
