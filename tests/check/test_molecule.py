@@ -9,6 +9,7 @@ import pytest
 from ase import Atoms, units
 from ase.build import molecule
 
+from tfn_md.bonds import hops, turned_toward
 from tfn_md.check.molecule import bonds, geometry_rmsd, molecule_properties, relaxed
 from tfn_md.cli import main
 from tfn_md.so3 import random_rotation
@@ -73,6 +74,33 @@ def test_scans_start_at_the_minimum_and_torsions_are_periodic():
         assert abs(1e3 * np.ptp(energies) - card.properties[name]) < 1e-9
     assert {k for k in card.scans if k.startswith("stretch")} == {
         "stretch_C-C", "stretch_C-H", "stretch_C-O", "stretch_H-O"}
+    # hydrogens turned toward the next heavy atom: GFN2-xTB's energy rises all the way
+    assert {k for k in card.scans if k.startswith("hop")} == {"hop_CH>C", "hop_CH>O",
+                                                               "hop_OH>C"}
+    for name in ("hop_CH>C", "hop_CH>O", "hop_OH>C"):
+        factors, energies, _ = card.scans[name]
+        assert factors == sorted(factors, reverse=True) and factors[-1] == 1.0
+        assert np.all(np.diff(energies[2:]) > 0) and energies[-1] > 2.0  # eV
+        assert card.properties[f"{name}_1.1"] == energies[factors.index(1.1)]
+
+
+def test_a_turned_hydrogen_keeps_its_bond_and_reaches_the_distance():
+    """tfn_md.bonds.turned_toward: h turned about x in the plane h-x-y (nothing else
+    moved), |h - x| kept, |h - y| the distance asked for; None on a line."""
+    ethanol = molecule("CH3CH2OH")
+    edges = bonds(ethanol)
+    moves = hops(ethanol.numbers, edges)
+    assert (3, 2, 1) in moves and all(ethanol.numbers[h] == 1 for h, _, _ in moves)
+    pos = ethanol.positions
+    for h, x, y in moves:
+        for distance in (1.2, 1.6):
+            new = turned_toward(pos, h, x, y, distance)
+            assert np.linalg.norm(new - pos[x]) == pytest.approx(np.linalg.norm(pos[h] - pos[x]))
+            assert np.linalg.norm(new - pos[y]) == pytest.approx(distance)
+            normal = np.cross(pos[h] - pos[x], pos[y] - pos[x])
+            assert abs(np.dot(new - pos[x], normal)) < 1e-9 * np.linalg.norm(normal) + 1e-9
+    line = np.array([[0.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0]])
+    assert turned_toward(line, 0, 1, 2, 1.5) is None
 
 
 def test_cli_on_the_shipped_ethanol_potential(tmp_path, capsys):

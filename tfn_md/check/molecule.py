@@ -21,6 +21,11 @@ Each calculator relaxes the molecule itself (BFGS, largest force below ``FMAX``)
   of their covalent radii at the reference's minimum; atoms are numbered from 0 as in
   the input. A point where the calculator fails (an SCF that does not converge far
   out) is NaN.
+* ``hop_<X>H><Y>_1.1`` (eV): a hydrogen bonded to an X turned about it toward a Y bonded
+  to the same X (its bond length kept, nothing else moved: the path of a 1,2-shift)
+  until |H - Y| is 1.1 times the sum of their covalent radii, above the minimum, from a
+  scan of 2.0 down to 1.0 (the first such H of each X, Y pair); a potential far below
+  the reference there has a false well hot MD can fall into.
 """
 
 import tempfile
@@ -30,18 +35,21 @@ from dataclasses import dataclass, field
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import PropertyNotImplementedError
+from ase.data import covalent_radii
 from ase.optimize import BFGS
 from ase.vibrations import Vibrations
 
-from ..bonds import bonds, smaller_side
+from ..bonds import bonds, hops, smaller_side, turned_toward
 
 __all__ = ["FMAX", "MoleculeCard", "bonds", "compare_molecule", "contact_scans", "describe",
-           "geometry_rmsd", "molecule_properties", "relaxed", "stretch_scans"]
+           "geometry_rmsd", "hop_scans", "molecule_properties", "relaxed", "stretch_scans"]
 
 FMAX = 0.001  # eV/A
 TORSION_STEP = 15  # degrees
 STRETCH = (1.3, 1.6, 3.0)  # the factors reported
 STRETCH_SCAN = [round(0.8 + 0.05 * k, 2) for k in range(17)] + [1.8, 2.0, 2.5, 3.0]
+HOP = 1.1  # the factor reported
+HOP_SCAN = [2.0, 1.8, 1.6, 1.4, 1.3, 1.2, 1.1, 1.0]  # |H - Y| / (r_H + r_Y)
 CM1 = units.invcm  # eV per cm^-1
 
 
@@ -53,7 +61,10 @@ def describe(name: str) -> tuple[str, str]:
         return f"harmonic frequency {name[3:]}", "cm^-1"
     if name.startswith("torsion_"):
         return f"rigid torsion barrier {name[8:]}", "meV"
-    _, pair, factor = name.split("_")
+    kind, pair, factor = name.split("_")
+    if kind == "hop":
+        x, y = pair.split(">")
+        return f"H on {x[:-1]} turned toward {y}, {factor}x covalent radii", "eV"
     return f"bond {pair} stretched to {factor}x", "eV"
 
 
@@ -156,6 +167,10 @@ def molecule_properties(make: Callable, atoms: Atoms, edges: list | None = None
         for factor in STRETCH:
             out[f"stretch_{name[8:]}_{factor}"] = energies[factors.index(factor)]
         card.scans[name] = (factors, energies, _known([spread(a) for a in frames]))
+    for name, (factors, frames) in hop_scans(minimum, edges).items():
+        energies = [energy_or_nan(a) for a in frames]
+        out[f"{name}_{HOP}"] = energies[factors.index(HOP)]
+        card.scans[name] = (factors, energies, _known([spread(a) for a in frames]))
     return card
 
 
@@ -196,6 +211,30 @@ def stretch_scans(minimum: Atoms, edges: list[tuple[int, int]]
             stretched.set_distance(b, c, factor * length, fix=0, indices=np.flatnonzero(mask))
             frames.append(stretched)
         scans[f"stretch_{pair}"] = (factors, frames)
+    return scans
+
+
+def hop_scans(minimum: Atoms, edges: list[tuple[int, int]]
+              ) -> dict[str, tuple[list[float], list[Atoms]]]:
+    """``hop_<X>H><Y>`` -> (factors, geometries): the first hydrogen bonded to an X turned
+    about it toward a non-hydrogen Y bonded to the same X, to each of ``HOP_SCAN`` x the
+    sum of their covalent radii (:func:`tfn_md.bonds.turned_toward`)."""
+    symbols, scans = minimum.get_chemical_symbols(), {}
+    for h, x, y in hops(minimum.numbers, edges):
+        name = f"hop_{symbols[x]}H>{symbols[y]}"
+        if minimum.numbers[y] == 1 or name in scans:
+            continue
+        r_cov = covalent_radii[1] + covalent_radii[minimum.numbers[y]]
+        frames = []
+        for factor in HOP_SCAN:
+            moved = minimum.copy()
+            position = turned_toward(minimum.positions, h, x, y, factor * r_cov)
+            if position is None:
+                break
+            moved.positions[h] = position
+            frames.append(moved)
+        if len(frames) == len(HOP_SCAN):
+            scans[name] = (list(HOP_SCAN), frames)
     return scans
 
 

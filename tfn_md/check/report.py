@@ -82,7 +82,9 @@ def plot_scans(scans: dict, path, names=("potential", "reference")) -> bool:
         ax.plot(mine[0], [a - b for a, b in zip(mine[1], theirs[1], strict=True)], "C3:",
                 label="difference")
         ax.set_title(name.replace("_", " "))
-        ax.set_xlabel("degrees" if name.startswith("torsion") else "length / minimum's")
+        ax.set_xlabel("degrees" if name.startswith("torsion") else
+                      "H-Y distance / covalent radii" if name.startswith("hop") else
+                      "length / minimum's")
         ax.set_ylabel("E - E_min (eV)")
         if len(mine) > 2 and mine[2] is not None:  # the potential's uncertainty
             twin = ax.twinx()

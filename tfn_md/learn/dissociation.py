@@ -44,7 +44,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import covalent_radii
 
-from ..bonds import smaller_side
+from ..bonds import hops, smaller_side, turned_toward
 from .fields import AL_BOND, AL_STRETCH
 
 __all__ = ["bridges", "free_atoms", "hopped_hydrogens", "stretched_bonds"]
@@ -105,34 +105,22 @@ def hopped_hydrogens(frames: Sequence[Atoms], bonded: Iterable[tuple[int, int]],
     if not frames or not factors or per_pair < 1:
         return []
     z = frames[0].numbers
-    neighbours: dict[int, set[int]] = {}
-    for i, j in bonded:
-        neighbours.setdefault(int(i), set()).add(int(j))
-        neighbours.setdefault(int(j), set()).add(int(i))
-    hops = sorted({(h, x, y) for h in neighbours if z[h] == 1 for x in neighbours[h]
-                   for y in neighbours[x] if y != h and y not in neighbours[h]})
+    moves = hops(z, bonded)
     shortest: dict[tuple[int, int], float] = {}
     for frame in frames:
         for key, d in _shortest_by_pair(frame, frame.get_all_distances()).items():
             shortest[key] = min(shortest.get(key, np.inf), d)
-    picks = np.linspace(0, len(frames) - 1, max(len(hops) * per_pair, 1)).round().astype(int)
+    picks = np.linspace(0, len(frames) - 1, max(len(moves) * per_pair, 1)).round().astype(int)
     out = []
-    for k, (h, x, y) in enumerate(hops):
+    for k, (h, x, y) in enumerate(moves):
         r_cov = covalent_radii[1] + covalent_radii[z[y]]
         for frame in (frames[p] for p in picks[k * per_pair:(k + 1) * per_pair]):
-            pos = frame.positions
-            r, w = np.linalg.norm(pos[h] - pos[x]), pos[y] - pos[x]
-            length = np.linalg.norm(w)
-            w = w / length
-            side = (pos[h] - pos[x]) / r - np.dot((pos[h] - pos[x]) / r, w) * w
-            if np.linalg.norm(side) < 1e-6:  # h, x, y on a line: no plane
-                continue
-            side /= np.linalg.norm(side)
             for factor in factors:
-                t = factor * r_cov  # the law of cosines in the triangle h-x-y
-                cos = np.clip((r**2 + length**2 - t**2) / (2 * r * length), -1.0, 1.0)
-                atoms = Atoms(frame.numbers, pos.copy())
-                atoms.positions[h] = pos[x] + r * (cos * w + np.sqrt(1 - cos**2) * side)
+                moved = turned_toward(frame.positions, h, x, y, factor * r_cov)
+                if moved is None:
+                    break
+                atoms = Atoms(frame.numbers, frame.positions.copy())
+                atoms.positions[h] = moved
                 if _keeps_the_wall(atoms, shortest):
                     atoms.info = {AL_STRETCH: float(factor), AL_BOND: f"{h}>{y}"}
                     out.append(atoms)
