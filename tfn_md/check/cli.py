@@ -15,8 +15,8 @@ def add_check_parser(subparsers) -> None:
         "modulus, elastic constants, vacancy formation energy, low-index surface energies, "
         "phonon frequencies at the zone boundary (tfn_md/check/crystal.py). A molecule "
         "(--molecule or --structure): relaxed geometry RMSD, harmonic frequencies, rigid "
-        "torsion barriers of rotatable bonds, bond-stretch energies to 1.3x, 1.6x and 3x "
-        "(tfn_md/check/molecule.py).",
+        "torsion barriers of rotatable bonds, bond-stretch energies to 1.3x, 1.6x and 3x, "
+        "hydrogens turned toward the next heavy atom (tfn_md/check/molecule.py).",
         epilog="examples: tfn-md check cu-emt --reference ase.calculators.emt:EMT "
         "--crystal Cu -o cu-emt-card; tfn-md check ethanol-gfn2 --reference GFN2-xTB "
         "--molecule CH3CH2OH")
