@@ -37,7 +37,8 @@
               (contacts, new or broken bonds) in report.md; skipped where it would overrun
               the budget
     card      a molecule's final potential against the reference: geometry, frequencies,
-              torsions, bonds stretched out to dissociation (seconds; tfn_md.check)
+              torsions, bonds stretched out to dissociation, hydrogen hops (seconds;
+              tfn_md.check)
 
 Every training is validated on valid.h5 (fixed: iterations compare) and scored on each
 trajectory of test.h5: force MAE (meV/A), energy MAE (meV/atom) and the mean energy offset
@@ -298,10 +299,10 @@ class Learner:
     def report_card(self) -> None:
         """The final potential's physics report card against the reference
         (:func:`tfn_md.check.molecule.compare_molecule`: geometry, frequencies, torsion
-        barriers, bond stretches out to dissociation) for the first molecular start, into
-        ``card/`` (report.md, properties.json, scans.png). Crystals get none here (``tfn-md
-        check --crystal`` needs a cubic element). A failure is written there in its place:
-        the loop's result stands."""
+        barriers, bond stretches out to dissociation, hydrogen hops) for the first
+        molecular start, into ``card/`` (report.md, properties.json, scans.png). Crystals
+        get none here (``tfn-md check --crystal`` needs a cubic element). A failure is
+        written there in its place: the loop's result stands."""
         atoms = next((a for a, _ in self.starts if not a.pbc.any()), None)
         if atoms is None:
             return

@@ -64,7 +64,6 @@ def write_report(learner, state: dict) -> None:
             pairs[i] = selected_errors(learner, i)
     lines += _check(learner, state)
     lines += _independent_table(history)
-    lines += _card(learner)
     predicted = np.concatenate([p for p, _ in pairs.values()]) if pairs else np.zeros(0)
     true = np.concatenate([t for _, t in pairs.values()]) if pairs else np.zeros(0)
     if len(predicted) > 2:
@@ -74,7 +73,7 @@ def write_report(learner, state: dict) -> None:
         lines += ["", (f"Selected frames: Spearman correlation of the predicted force spread "
                        f"with the true force error ({learner.cfg.explore.statistic} over "
                        f"atoms): {rho:.2f} ({len(predicted)} frames).")]
-    lines += ["", "![report](report.png)", ""]
+    lines += ["", "![report](report.png)"] + _card(learner) + [""]
     write_text_atomic(learner.out / "report.md", "\n".join(lines))
     _plot(learner, history, pairs)
 
@@ -115,8 +114,9 @@ def _card(learner) -> list[str]:
     lines = ["", f"## Report card: final.pt against {learner.method}", "",
              "Each property computed the same way with both (each relaxes its own minimum; "
              "tfn_md/check/molecule.py). A bond stretched to 3x sits on the dissociation "
-             "plateau: a potential far below the reference there breaks bonds too cheaply "
-             "in hot MD.", "", (folder / "report.md").read_text().strip()]
+             "plateau, a hydrogen turned to 1.1x on a 1,2-shift's path: a potential far "
+             "below the reference there breaks bonds or moves hydrogens too cheaply in hot "
+             "MD.", "", (folder / "report.md").read_text().strip()]
     if (folder / "scans.png").exists():
         lines += ["", "![scans](card/scans.png)"]
     return lines
