@@ -130,6 +130,12 @@ def molecule_properties(make: Callable, atoms: Atoms, edges: list | None = None
         moved.calc = calc
         return float(moved.get_potential_energy()) - e0
 
+    def energy_or_nan(moved: Atoms) -> float:
+        try:
+            return energy(moved)
+        except Exception:  # noqa: BLE001 - any calculator's failure far out on the curve
+            return float("nan")
+
     def spread(moved: Atoms) -> float | None:
         try:
             values = calc.get_property("forces_spread", moved)
@@ -156,12 +162,6 @@ def molecule_properties(make: Callable, atoms: Atoms, edges: list | None = None
         name = f"torsion_{min(i, j)}-{max(i, j)}"
         out[name] = 1e3 * float(np.ptp(energies))
         card.scans[name] = ([float(x) for x in angles], energies, _known(spreads))
-    def energy_or_nan(moved: Atoms) -> float:
-        try:
-            return energy(moved)
-        except Exception:  # noqa: BLE001 - any calculator's failure far out on the curve
-            return float("nan")
-
     for name, (factors, frames) in stretch_scans(minimum, edges).items():
         energies = [energy_or_nan(a) for a in frames]
         for factor in STRETCH:

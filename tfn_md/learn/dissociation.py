@@ -128,8 +128,9 @@ def hopped_hydrogens(frames: Sequence[Atoms], bonded: Iterable[tuple[int, int]],
 
 
 def _keeps_the_wall(atoms: Atoms, shortest: dict[tuple[int, int], float]) -> bool:
-    """No pair of elements closer than in the frame it was made from (``shortest``): the
-    model's wall, fitted to the shortest distances in the data, stays where it was."""
+    """No pair of elements closer than in ``shortest`` (the frame it was made from, or all
+    of the initial sampling): the model's wall, fitted to the shortest distances in the
+    data, stays where it was."""
     pairs = _shortest_by_pair(atoms, atoms.get_all_distances())
     return all(pairs[key] >= shortest[key] - 1e-9 for key in pairs)
 
